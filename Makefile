@@ -1,0 +1,39 @@
+# engagement-loops — the index of what a developer can do. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export FLASK_APP := wsgi
+
+.PHONY: run test lint format pytest test-sqlite test-postgres bench bench-quick reliability clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip 2>/dev/null
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the app with its dev tools
+
+run: $(STAMP) ## everything up on SQLite + local Redis, demo data, prints URL and logins
+	@bash scripts/run.sh
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+pytest: $(STAMP) ## the test suite only, on DATABASE_URL's PostgreSQL server or SQLite when unset
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint pytest ## lint, type-check and the whole test suite
+
+test-sqlite: $(STAMP) ## the suite on SQLite, whatever DATABASE_URL says
+	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) instance .mypy_cache .ruff_cache .pytest_cache test-artifacts

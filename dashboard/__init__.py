@@ -1,0 +1,71 @@
+"""engagement-loops: the Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from dashboard import config as settings
+
+
+def _configure_logging(app: Flask) -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level, format="%(asctime)s level=%(levelname)s %(name)s %(message)s"
+        )
+    app.logger.setLevel(level)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment, overridden by ``config``, then each part."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.from_mapping(settings.from_environment(settings.current_env(), app.instance_path))
+    if config:
+        app.config.from_mapping(config)
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+    settings.validate(app.config)
+    if not app.config.get("SECRET_KEY"):
+        # Debug/testing only (validate() refused production): a per-process key.
+        app.config["SECRET_KEY"] = os.urandom(32).hex()
+    _configure_logging(app)
+
+    from dashboard import database
+
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        database.engine_options(app.config["SQLALCHEMY_DATABASE_URI"], dict(app.config)),
+    )
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        os.makedirs(app.instance_path, exist_ok=True)
+
+    from dashboard import api, auth, cli, errors, health, redis_conn, views
+    from dashboard.extensions import csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    with app.app_context():
+        database.init_engine(app, db.engine)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    redis_conn.init_app(app)
+    errors.init_app(app)
+    auth.init_app(app)
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(views.bp)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,190 @@
+"""The JSON API under /api/v1 (SPEC §5): parse, call the domain, serialise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from dashboard import notifications
+from dashboard.api_auth import current_api_user, token_required
+from dashboard.calibrations import get_organization, read_payload
+from dashboard.config import loops_enabled
+from dashboard.errors import ApiError
+from dashboard.extensions import csrf, db
+from dashboard.models import Role, User
+from dashboard.openapi import openapi_document
+from dashboard.timeutil import utcnow
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)  # token-authenticated, not cookie-authenticated
+
+MAX_ID = 2**63 - 1
+
+
+def _loops_enabled() -> bool:
+    return loops_enabled(current_app.config.get("LOOPS_ENABLED"))
+
+
+def _notification_id(raw: str) -> int:
+    """Path ids that are not a positive 64-bit integer name no notification: 404."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise ApiError(404, "Not found.")
+    value = int(raw)
+    if not 0 < value <= MAX_ID:
+        raise ApiError(404, "Not found.")
+    return value
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return jsonify(openapi_document())
+
+
+@bp.post("/notifications/<raw_id>/read")
+@token_required()
+def read_one(raw_id: str) -> ResponseReturnValue:
+    result = notifications.mark_read(
+        current_api_user().id,
+        _notification_id(raw_id),
+        now=utcnow(),
+        loops_enabled=_loops_enabled(),
+    )
+    if result is None:
+        raise ApiError(404, "Not found.")
+    return jsonify(notifications.serialize(result.notification) | {"first_read": result.first_read})
+
+
+@bp.delete("/notifications/<raw_id>/read")
+@token_required()
+def unread_one(raw_id: str) -> ResponseReturnValue:
+    notification = notifications.mark_unread(current_api_user().id, _notification_id(raw_id))
+    if notification is None:
+        raise ApiError(404, "Not found.")
+    return jsonify(notifications.serialize(notification))
+
+
+@bp.post("/notifications/read")
+@token_required()
+def read_many() -> ResponseReturnValue:
+    body = _json_body()
+    ids: list[int] | None
+    if body.get("all") is True and "ids" not in body:
+        ids = None
+    elif "ids" in body and "all" not in body:
+        raw = body["ids"]
+        if not isinstance(raw, list) or not all(_is_int(i) for i in raw):
+            raise ApiError(400, "ids must be a list of integers.", field="ids")
+        if len(raw) > notifications.BULK_MAX_IDS:
+            raise ApiError(400, f"At most {notifications.BULK_MAX_IDS} ids per call.", field="ids")
+        ids = sorted({i for i in raw if 0 < i <= MAX_ID})
+    else:
+        raise ApiError(400, 'Send either {"ids": [...]} or {"all": true}.')
+    if ids == []:
+        return jsonify({"marked": 0})
+    marked = notifications.mark_many_read(
+        current_api_user().id, ids, now=utcnow(), loops_enabled=_loops_enabled()
+    )
+    return jsonify({"marked": marked})
+
+
+def _query_int(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}.", field=name)
+    return int(raw)
+
+
+def _query_bool(name: str) -> bool:
+    raw = request.args.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"{name} must be true or false.", field=name)
+    return raw in ("true", "1")
+
+
+@bp.get("/notifications")
+@token_required()
+def list_notifications() -> ResponseReturnValue:
+    limit = _query_int("limit", notifications.LIST_DEFAULT_LIMIT, 1, notifications.LIST_MAX_LIMIT)
+    assert limit is not None
+    before = _query_int("before", None, 1, MAX_ID)
+    items, unread = notifications.list_for_user(
+        current_api_user().id, unread_only=_query_bool("unread"), limit=limit, before=before
+    )
+    return jsonify(
+        {
+            "notifications": [notifications.serialize(n) for n in items],
+            "unread_count": unread,
+            "next_before": items[-1].id if len(items) == limit else None,
+        }
+    )
+
+
+def _recipient(body: dict[str, Any]) -> User:
+    if "user_id" in body:
+        if not _is_int(body["user_id"]) or not 0 < body["user_id"] <= MAX_ID:
+            raise ApiError(400, "user_id must be a positive integer.", field="user_id")
+        user = db.session.get(User, body["user_id"])
+        if user is None:
+            raise ApiError(400, "user_id names no user.", field="user_id")
+        return user
+    if "user_email" in body:
+        email = body["user_email"]
+        if not isinstance(email, str) or not email.strip():
+            raise ApiError(400, "user_email must be a non-empty string.", field="user_email")
+        user = db.session.execute(
+            select(User).where(User.email == email.strip().lower())
+        ).scalar_one_or_none()
+        if user is None:
+            raise ApiError(400, "user_email names no user.", field="user_email")
+        return user
+    raise ApiError(400, "Give the recipient as user_email or user_id.", field="user_email")
+
+
+@bp.post("/notifications")
+@token_required(Role.ADMIN)
+def create_notification() -> ResponseReturnValue:
+    body = _json_body()
+    feature = body.get("feature")
+    if not isinstance(feature, str) or not notifications.FEATURE_PATTERN.fullmatch(feature):
+        raise ApiError(400, "feature must be 1-64 characters of [a-z0-9_.-].", field="feature")
+    title = body.get("title")
+    if (
+        not isinstance(title, str)
+        or not title.strip()
+        or len(title) > notifications.TITLE_MAX_LENGTH
+    ):
+        raise ApiError(
+            400,
+            f"title must be a non-empty string of at most {notifications.TITLE_MAX_LENGTH} "
+            "characters.",
+            field="title",
+        )
+    notification = notifications.create(
+        _recipient(body), feature=feature, title=title, now=utcnow(), loops_enabled=_loops_enabled()
+    )
+    return jsonify(notifications.serialize(notification)), 201
+
+
+@bp.get("/orgs/<slug>/calibrations/<path:key>")
+@token_required(Role.VIEWER, Role.ADMIN)
+def calibration(slug: str, key: str) -> ResponseReturnValue:
+    org = get_organization(slug)
+    if org is None:
+        raise ApiError(404, "Not found.")
+    return jsonify(read_payload(org.id, key))

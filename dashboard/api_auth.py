@@ -1,0 +1,49 @@
+"""Bearer-token authentication and role checks for the JSON API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import g, request
+
+from dashboard import tokens
+from dashboard.errors import ApiError
+from dashboard.models import Role, User
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bearer_secret() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
+def token_required(*roles: Role) -> Callable[[F], F]:
+    """Require a valid bearer token; with ``roles``, also one of those roles (else 403)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            secret = _bearer_secret()
+            if secret is None:
+                raise ApiError(401, "Missing bearer token.")
+            user = tokens.authenticate(secret)
+            if user is None:
+                raise ApiError(401, "Invalid or revoked token.")
+            if roles and user.role not in {r.value for r in roles}:
+                raise ApiError(403, "This token's user may not do that.")
+            g.api_user = user
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def current_api_user() -> User:
+    return cast(User, g.api_user)

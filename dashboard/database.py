@@ -1,0 +1,42 @@
+"""Engine settings per backend: pool health checks, timeouts, SQLite WAL and busy timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Engine, event
+
+
+def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        # Many threads/processes share one file: wait for the write lock instead
+        # of failing with "database is locked".
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    statement_timeout = int(config.get("DB_STATEMENT_TIMEOUT_MS", 30_000))
+    return {
+        "pool_pre_ping": True,  # recover by itself after a database restart
+        "pool_size": int(config.get("DB_POOL_SIZE", 10)),
+        "max_overflow": int(config.get("DB_MAX_OVERFLOW", 20)),
+        "pool_timeout": 10,
+        "pool_recycle": 1800,
+        "connect_args": {
+            "connect_timeout": int(config.get("DB_CONNECT_TIMEOUT_S", 5)),
+            # Every timestamp computed in SQL (date(), day buckets) is UTC.
+            "options": f"-c timezone=UTC -c statement_timeout={statement_timeout}",
+        },
+    }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def init_engine(app: Flask, engine: Engine) -> None:
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)

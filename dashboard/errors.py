@@ -1,0 +1,94 @@
+"""Error responses: JSON under /api (and /healthz), never an HTML page or a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raised by API code to answer with a JSON error."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or CODES.get(status, "error")
+        self.extra = extra
+
+
+def json_error(status: int, message: str, code: str | None = None, **extra: Any) -> Response:
+    body: dict[str, Any] = {"code": code or CODES.get(status, "error"), "message": message}
+    body.update(extra)
+    response = jsonify({"error": body})
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="engagement-loops"'
+    return response
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def handle_api_error(exc: ApiError) -> Response:
+        return json_error(exc.status, exc.message, exc.code, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def handle_http(exc: HTTPException) -> Any:
+        if not wants_json():
+            return exc
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 404:
+            message = "Not found."
+        response = json_error(status, message)
+        if status == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(exc: Exception) -> Any:
+        from dashboard.extensions import db
+
+        db.session.rollback()
+        if _database_unavailable(exc):
+            log.warning(
+                "event=database_unavailable path=%s error=%s", request.path, type(exc).__name__
+            )
+            if wants_json():
+                return json_error(503, "The database is unavailable; retry shortly.")
+            return Response(
+                "The database is unavailable; retry shortly.", 503, mimetype="text/plain"
+            )
+        log.exception("event=unhandled_error path=%s", request.path)
+        if wants_json():
+            return json_error(500, "Internal server error.")
+        return Response("Internal server error.", 500, mimetype="text/plain")

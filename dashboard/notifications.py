@@ -1,0 +1,197 @@
+"""Notifications: reading, marking read/unread, creating — and the signals those emit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from dashboard.extensions import db
+from dashboard.models import LoopSignal, Notification, SignalKind, User
+from dashboard.signals import emit_for_subject, primary_org_id
+from dashboard.timeutil import iso
+
+FEATURE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
+TITLE_MAX_LENGTH = 1000
+BULK_MAX_IDS = 1000
+LIST_DEFAULT_LIMIT = 50
+LIST_MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    notification: Notification
+    first_read: bool
+
+
+def serialize(n: Notification) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "feature": n.feature,
+        "title": n.title,
+        "created_at": iso(n.created_at),
+        "read_at": iso(n.read_at),
+    }
+
+
+def _owned(user_id: int, notification_id: int) -> Any:
+    return (Notification.id == notification_id, Notification.user_id == user_id)
+
+
+def _get_owned(user_id: int, notification_id: int) -> Notification | None:
+    return db.session.execute(
+        select(Notification).where(*_owned(user_id, notification_id))
+    ).scalar_one_or_none()
+
+
+def mark_read(
+    user_id: int, notification_id: int, *, now: datetime, loops_enabled: bool
+) -> ReadResult | None:
+    """Mark the user's notification read; None if it is not theirs (or does not exist).
+
+    The "was unread" guard is the database's: a conditional UPDATE decides which
+    of any number of concurrent requests performs the first read, and that
+    request's ENGAGE insert commits in the same transaction.
+    """
+    first = db.session.execute(
+        update(Notification)
+        .where(
+            *_owned(user_id, notification_id),
+            Notification.first_read_at.is_(None),
+            Notification.read_at.is_(None),
+        )
+        .values(read_at=now, first_read_at=now)
+        .returning(Notification.feature)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if first is not None:
+        if loops_enabled:
+            emit_for_subject(
+                SignalKind.ENGAGE,
+                user_id=user_id,
+                subject_id=notification_id,
+                feature=first.feature,
+                at=now,
+            )
+        db.session.commit()
+        notification = _get_owned(user_id, notification_id)
+        assert notification is not None
+        return ReadResult(notification, first_read=True)
+
+    # Read again after a mark-unread: it becomes read, but is never a first read.
+    db.session.execute(
+        update(Notification)
+        .where(*_owned(user_id, notification_id), Notification.read_at.is_(None))
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    notification = _get_owned(user_id, notification_id)
+    if notification is None:
+        return None
+    return ReadResult(notification, first_read=False)
+
+
+def mark_unread(user_id: int, notification_id: int) -> Notification | None:
+    result = db.session.execute(
+        update(Notification)
+        .where(*_owned(user_id, notification_id))
+        .values(read_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return _get_owned(user_id, notification_id)
+
+
+def mark_many_read(
+    user_id: int, ids: Sequence[int] | None, *, now: datetime, loops_enabled: bool
+) -> int:
+    """Bulk mark-read (``ids=None`` means all); returns how many were newly marked read.
+
+    Ids that are not the user's are ignored. First reads emit ENGAGE exactly as
+    the single-notification path does, in the same transaction.
+    """
+    scope = [Notification.user_id == user_id, Notification.read_at.is_(None)]
+    if ids is not None:
+        scope.append(Notification.id.in_(ids))
+    firsts = db.session.execute(
+        update(Notification)
+        .where(*scope, Notification.first_read_at.is_(None))
+        .values(read_at=now, first_read_at=now)
+        .returning(Notification.id, Notification.feature)
+        .execution_options(synchronize_session=False)
+    ).all()
+    rereads = db.session.execute(
+        update(Notification)
+        .where(*scope)
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if firsts and loops_enabled:
+        org_id = primary_org_id(user_id)
+        if org_id is not None:
+            _insert_signals(
+                [
+                    {
+                        "org_id": org_id,
+                        "kind": SignalKind.ENGAGE.value,
+                        "feature": row.feature,
+                        "user_id": user_id,
+                        "subject_id": row.id,
+                        "created_at": now,
+                    }
+                    for row in firsts
+                ]
+            )
+    db.session.commit()
+    return len(firsts) + int(rereads)
+
+
+def _insert_signals(rows: list[dict[str, Any]]) -> None:
+    # These rows are fresh first reads (the conditional UPDATE just claimed
+    # them), so the unique index cannot be hit except by a bug — let it raise.
+    for start in range(0, len(rows), 1000):
+        db.session.execute(insert(LoopSignal), rows[start : start + 1000])
+
+
+def list_for_user(
+    user_id: int, *, unread_only: bool, limit: int, before: int | None
+) -> tuple[list[Notification], int]:
+    """The user's notifications, newest first by id, and their unread count."""
+    query = select(Notification).where(Notification.user_id == user_id)
+    if unread_only:
+        query = query.where(Notification.read_at.is_(None))
+    if before is not None:
+        query = query.where(Notification.id < before)
+    items = list(db.session.execute(query.order_by(Notification.id.desc()).limit(limit)).scalars())
+    unread = db.session.execute(
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    ).scalar_one()
+    return items, int(unread)
+
+
+def create(
+    recipient: User, *, feature: str, title: str, now: datetime, loops_enabled: bool
+) -> Notification:
+    """Create a notification; with loops on, record its DELIVER signal in the same transaction."""
+    notification = Notification(user_id=recipient.id, feature=feature, title=title, created_at=now)
+    db.session.add(notification)
+    db.session.flush()
+    if loops_enabled:
+        emit_for_subject(
+            SignalKind.DELIVER,
+            user_id=recipient.id,
+            subject_id=notification.id,
+            feature=feature,
+            at=now,
+        )
+    db.session.commit()
+    return notification

@@ -1,0 +1,62 @@
+"""Bearer API tokens: minted with `secrets`, stored as a SHA-256 hash only."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from dashboard.extensions import db
+from dashboard.models import ApiToken, User
+from dashboard.timeutil import utcnow
+
+TOKEN_PREFIX = "elp_"
+# last_used_at is bumped at most this often, so a busy client does not turn
+# every read into a write on its token row.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(user: User, name: str = "default") -> tuple[ApiToken, str]:
+    """Create a token for ``user``; returns the row and the only copy of the secret."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, name=name, token_hash=hash_token(secret))
+    db.session.add(row)
+    db.session.flush()
+    return row, secret
+
+
+def authenticate(secret: str, now: datetime | None = None) -> User | None:
+    """The token's user, or None if the token is unknown or revoked."""
+    if not secret or len(secret) > 256:
+        return None
+    digest = hash_token(secret)
+    row = db.session.execute(
+        select(ApiToken).where(ApiToken.token_hash == digest)
+    ).scalar_one_or_none()
+    # The lookup is by hash; the constant-time compare guards the equality itself.
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    if row.revoked_at is not None:
+        return None
+    now = now or utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        db.session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        db.session.commit()
+    return db.session.get(User, row.user_id)
+
+
+def revoke(token_id: int, now: datetime | None = None) -> bool:
+    result = db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
+    db.session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Background work: the weekly tune job, its schedule and the queue helpers."""

@@ -1,0 +1,242 @@
+"""Shared fixtures: a real database (PostgreSQL or SQLite) and a real Redis db of our own.
+
+Backend: ``DATABASE_URL`` (a PostgreSQL server URL; the suite creates and drops its
+own database on it) or SQLite in a temporary folder when unset.
+Redis: ``TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/13``); the suite owns
+that db index and flushes it between tests — never point it at a shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from redis import Redis
+
+from dashboard import create_app
+from dashboard.extensions import db
+from dashboard.models import (
+    Notification,
+    Organization,
+    OrgMembership,
+    Role,
+    User,
+)
+from dashboard.timeutil import utcnow
+from dashboard.tokens import create_token
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_PASSWORD = "correct-horse-battery"
+
+
+def _server_url() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres", "postgresql")) else None
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database for this test session."""
+    from dashboard.config import normalise_database_url
+
+    server = _server_url()
+    if server is None:
+        path = Path(tmp_path_factory.mktemp("db")) / "test.db"
+        url = f"sqlite:///{path}"
+        _migrate(url)
+        yield url
+        return
+    base = sa.make_url(normalise_database_url(server))
+    name = f"el_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": TEST_REDIS_URL})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+def is_postgres(app: Flask) -> bool:
+    return str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql")
+
+
+def _truncate_all(app: Flask) -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if is_postgres(app):
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(sa.text(f"DELETE FROM {name}"))
+            if _has_sqlite_sequence(conn):
+                conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+
+
+def _has_sqlite_sequence(conn: sa.Connection) -> bool:
+    return bool(
+        conn.execute(
+            sa.text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sqlite_sequence'")
+        ).first()
+    )
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Redis]:
+    conn = Redis.from_url(TEST_REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def app_config(database_url: str) -> dict[str, Any]:
+    """Per-test overrides: override this fixture, or mutate app.config in the test."""
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": TEST_REDIS_URL,
+        "LOOPS_ENABLED": "true",
+        "RATELIMIT_ENABLED": False,
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any], redis_conn: Redis) -> Iterator[Flask]:
+    app = create_app(app_config)
+    with app.app_context():
+        _truncate_all(app)
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+# --- factories -------------------------------------------------------------
+
+
+class Factory:
+    """Creates rows with sensible defaults; every call commits."""
+
+    def user(
+        self,
+        email: str | None = None,
+        role: Role | str = Role.MEMBER,
+        password: str | None = TEST_PASSWORD,
+    ) -> User:
+        from werkzeug.security import generate_password_hash
+
+        user = User(
+            email=email or f"user-{uuid.uuid4().hex[:10]}@example.com",
+            role=str(role),
+            password_hash=generate_password_hash(password) if password else None,
+        )
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    def org(self, slug: str | None = None, name: str | None = None) -> Organization:
+        slug = slug or f"org-{uuid.uuid4().hex[:8]}"
+        org = Organization(slug=slug, name=name or slug.replace("-", " ").title())
+        db.session.add(org)
+        db.session.commit()
+        return org
+
+    def member(
+        self, user: User, org: Organization, joined_at: datetime | None = None
+    ) -> OrgMembership:
+        membership = OrgMembership(user_id=user.id, org_id=org.id, joined_at=joined_at or utcnow())
+        db.session.add(membership)
+        db.session.commit()
+        return membership
+
+    def token(self, user: User) -> str:
+        _, secret = create_token(user, name=f"t-{secrets.token_hex(3)}")
+        db.session.commit()
+        return secret
+
+    def notification(
+        self,
+        user: User,
+        feature: str = "mention",
+        title: str = "Hello",
+        created_at: datetime | None = None,
+        read_at: datetime | None = None,
+    ) -> Notification:
+        n = Notification(
+            user_id=user.id,
+            feature=feature,
+            title=title,
+            created_at=created_at or utcnow(),
+            read_at=read_at,
+            first_read_at=read_at,
+        )
+        db.session.add(n)
+        db.session.commit()
+        return n
+
+
+@pytest.fixture
+def make(app: Flask) -> Factory:
+    return Factory()
+
+
+class Api:
+    """A client app calling /api/v1 with a bearer token."""
+
+    def __init__(self, client: FlaskClient, token: str | None):
+        self.client = client
+        self.token = token
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(path, headers=self._headers(), **kw)
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.client.post(path, headers=self._headers(), **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.client.delete(path, headers=self._headers(), **kw)
+
+
+@pytest.fixture
+def api_as(client: FlaskClient, make: Factory) -> Callable[[User], Api]:
+    def build(user: User) -> Api:
+        return Api(client, make.token(user))
+
+    return build
