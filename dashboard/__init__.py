@@ -51,7 +51,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from dashboard import api, auth, cli, errors, health, redis_conn, views
+    from dashboard import api, auth, cli, errors, health, redis_conn, security, views
     from dashboard.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     redis_conn.init_app(app)
     errors.init_app(app)
+    security.init_app(app)
     auth.init_app(app)
 
     app.register_blueprint(api.bp)

@@ -1,0 +1,126 @@
+"""Security headers on every response, early 413 for big bodies, secrets redacted from logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+# No inline script or style, no external origin: htmx, the charts and the pages'
+# own scripts are files under /static.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+# rq-dashboard (mounted for admins only) ships inline scripts and styles of its own;
+# it keeps every other restriction, external origins and framing included.
+RELAXED_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+RELAXED_CSP_PREFIXES = ("/admin/rq",)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+REDACTED = "[REDACTED]"
+_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # "Authorization: Bearer <token>", "bearer=<token>" and the like.
+    (re.compile(r"(?i)\b(bearer[\s=:]+)[^\s\"',;&]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(basic\s+)[A-Za-z0-9+/=]{6,}"), r"\1" + REDACTED),
+    # Our own API tokens wherever they appear (query strings, paths, bodies).
+    (re.compile(r"\belp_[A-Za-z0-9_\-]{6,}"), "elp_" + REDACTED),
+    # password=..., "password": "...", secret_key=..., access_token=..., csrf_token=...
+    (
+        re.compile(
+            r"(?i)((?:password|passwd|pwd|secret|secret_key|token|access_token|api_key|"
+            r"csrf_token)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;}]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+    # Session cookies (a signed Flask session is a bearer credential too).
+    (re.compile(r"(?i)\b((?:session|remember_token)=)[^\s;\"']+"), r"\1" + REDACTED),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer tokens, API tokens, passwords and session cookies replaced."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+_RecordFactory = Callable[..., logging.LogRecord]
+
+
+class _RedactingFactory:
+    """Wraps the LogRecord factory so every record, from any logger or handler, is redacted.
+
+    A handler filter would miss handlers added later (gunicorn's, pytest's, an
+    operator's); the record factory sees each record once, at creation.
+    """
+
+    def __init__(self, inner: _RecordFactory):
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call: leave it for logging to report
+            return record
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return record
+
+
+def install_log_redaction() -> None:
+    """Idempotent: wrap the process's LogRecord factory once."""
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _RedactingFactory):
+        logging.setLogRecordFactory(_RedactingFactory(current))
+
+
+def _refuse_oversized_bodies(app: Flask) -> None:
+    limit = app.config.get("MAX_CONTENT_LENGTH")
+    if not limit:
+        return
+    if request.content_length is not None:
+        # Refused on the header alone, before a byte of the body is read, even on
+        # routes that would answer 401 or 404 without reading it.
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # No length announced: read at most `limit` bytes (werkzeug's limited
+        # stream raises 413 past it); the data is cached for the view.
+        request.get_data(cache=True)
+
+
+def _add_headers(response: Response) -> Response:
+    relaxed = request.path.startswith(RELAXED_CSP_PREFIXES)
+    response.headers["Content-Security-Policy"] = (
+        RELAXED_CONTENT_SECURITY_POLICY if relaxed else CONTENT_SECURITY_POLICY
+    )
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    install_log_redaction()
+    # First of all before-request hooks: nothing (CSRF, rate limits, auth) reads a
+    # body that is going to be refused.
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: _refuse_oversized_bodies(app))
+    app.after_request(_add_headers)
