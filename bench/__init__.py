@@ -1,0 +1,1 @@
+"""Benchmarks: data generator, load runs and raw baselines (docs/PERFORMANCE.md)."""

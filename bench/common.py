@@ -1,0 +1,209 @@
+"""Shared pieces of the benchmarks: scales, database URLs, bench tokens, results files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR", ROOT / "bench" / "results"))
+PG_SERVER = os.environ.get("BENCH_PG_SERVER", "postgresql://postgres@127.0.0.1:5432")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+SEED = 20261127
+
+ADMIN_EMAIL = "bench-admin@bench.test"
+VIEWER_EMAIL = "bench-viewer@bench.test"
+BENCH_PASSWORD = "bench-pass-1234"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a data set is, and how long each load run lasts."""
+
+    name: str
+    tenants: int
+    users: int
+    notifications: int
+    signals: int
+    days: int = 60
+    load_users: int = 10_000  # users with a bench API token (the mark-read load walks theirs)
+    duration_s: int = 30  # each measured load run
+    warmup_s: int = 5
+    runs: int = 3
+    connections: int = 64
+    page_samples: int = 60
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SCALES: dict[str, Scale] = {
+    "full": Scale("full", 1000, 100_000, 2_000_000, 10_000_000),
+    # Same tenants, users and notifications, a tenth of the signals: the 1M point.
+    "signals1m": Scale("signals1m", 1000, 100_000, 2_000_000, 1_000_000),
+    "medium": Scale("medium", 1000, 100_000, 1_000_000, 3_000_000),
+    "quick": Scale(
+        "quick",
+        100,
+        5_000,
+        100_000,
+        300_000,
+        load_users=1000,
+        duration_s=6,
+        warmup_s=2,
+        runs=1,
+        page_samples=20,
+    ),
+    "smoke": Scale(
+        "smoke",
+        5,
+        200,
+        3_000,
+        8_000,
+        load_users=50,
+        duration_s=2,
+        warmup_s=1,
+        runs=1,
+        connections=8,
+        page_samples=5,
+    ),
+}
+
+
+def scale_named(name: str) -> Scale:
+    try:
+        return SCALES[name]
+    except KeyError:
+        raise SystemExit(f"unknown scale {name!r}; choose from {', '.join(SCALES)}") from None
+
+
+def database_name(scale: Scale) -> str:
+    return os.environ.get("BENCH_DB", f"el_bench_{scale.name}")
+
+
+def pg_url(dbname: str, driver: str = "postgresql+psycopg") -> str:
+    """SQLAlchemy URL (default) or a libpq one (``driver="postgresql"``) for ``dbname``."""
+    server = PG_SERVER.split("://", 1)[1]
+    return f"{driver}://{server}/{dbname}"
+
+
+def bench_token(user_id: int) -> str:
+    """The deterministic API token of a load user (only its SHA-256 is stored)."""
+    tail = hashlib.sha256(f"{SEED}:{user_id}".encode()).hexdigest()[:24]
+    return f"elp_bench_{user_id}_{tail}"
+
+
+def token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def app_env(database_url: str, **extra: str) -> dict[str, str]:
+    """Environment for the product (gunicorn, flask CLI, RQ workers) in a bench run."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": BENCH_REDIS_URL,
+            "SECRET_KEY": "bench-secret-key-not-for-production",
+            "LOOPS_ENABLED": "true",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def venv_bin(name: str) -> str:
+    path = ROOT / ".venv" / "bin" / name
+    return str(path) if path.exists() else name
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        pg = subprocess.run(
+            ["psql", pg_url("postgres", "postgresql"), "-Atc", "SHOW server_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pg = ""
+    return {
+        "cpus": os.cpu_count(),
+        "mem_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "postgresql": pg,
+        "load_avg": os.getloadavg(),
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return float(ordered[index])
+
+
+def ratio(measured: float, baseline: float) -> float:
+    return round(measured / baseline, 3) if baseline else float("nan")
+
+
+def print_row(name: str, measured: float, baseline: float | None, unit: str, target: str) -> None:
+    """One line of the summary: measured value, baseline value, ratio, target."""
+    if baseline is None:
+        print(f"  {name:<44} {measured:>12.2f} {unit:<6} {'':>12} {'':>8}  target {target}")
+        return
+    print(
+        f"  {name:<44} {measured:>12.2f} {unit:<6} {baseline:>12.2f} "
+        f"{ratio(measured, baseline):>8.3f}  target {target}"
+    )
+
+
+def write_result(kind: str, scale: Scale, payload: dict[str, Any]) -> Path:
+    """Write ``bench/results/<kind>-<scale>.json`` and return its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{kind}-{scale.name}.json"
+    document = {
+        "benchmark": kind,
+        "scale": scale.as_dict(),
+        "machine": machine(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **payload,
+    }
+    path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    print(f"  results -> {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return path
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """``with stopwatch() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)

@@ -1,0 +1,550 @@
+"""Bench data generator: tenants, users, notifications and signals via COPY (or SQLite bulk)."""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.common import (
+    ADMIN_EMAIL,
+    BENCH_PASSWORD,
+    ROOT,
+    SEED,
+    VIEWER_EMAIL,
+    Scale,
+    app_env,
+    bench_token,
+    database_name,
+    pg_url,
+    scale_named,
+    token_hash,
+    venv_bin,
+)
+
+GENERATOR_VERSION = 4
+BIG_TABLES = ("notifications", "loop_signals", "org_memberships", "users", "api_tokens")
+
+# (feature, popularity, chance the recipient ever reads it)
+FEATURES = [
+    ("mention", 0.20, 0.76),
+    ("comment.reply", 0.18, 0.63),
+    ("task.assigned", 0.15, 0.70),
+    ("report.ready", 0.11, 0.41),
+    ("digest.weekly", 0.12, 0.17),
+    ("release.notes", 0.10, 0.09),
+    ("security.login", 0.08, 0.35),
+    ("billing.alert", 0.06, 0.55),
+]
+TITLES = {
+    "mention": "{p} mentioned you in a comment",
+    "comment.reply": "{p} replied to your comment",
+    "task.assigned": "{p} assigned you a task",
+    "report.ready": "Your scheduled report is ready",
+    "digest.weekly": "Your weekly digest",
+    "release.notes": "What's new this week",
+    "security.login": "New sign-in from a new device",
+    "billing.alert": "Your invoice is due in 3 days",
+}
+PEOPLE = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun"]
+# Monday..Sunday: people work on weekdays.
+WEEKDAY_FACTOR = [1.0, 1.06, 1.02, 0.97, 0.86, 0.31, 0.22]
+# UTC hour of day: a working-day curve.
+HOUR_WEIGHTS = [1, 1, 1, 1, 1, 2, 4, 7, 10, 12, 12, 11, 10, 11, 12, 11, 10, 8, 6, 5, 4, 3, 2, 1]
+WORDS_A = ["Acme", "Blue", "North", "Swift", "Bright", "Iron", "Silver", "Green", "Polar", "Nova"]
+WORDS_B = ["Analytics", "Logistics", "Health", "Payroll", "Foods", "Labs", "Media", "Energy"]
+WORDS_C = ["Inc", "GmbH", "Ltd", "Group", "Co", "AB", "SAS", "BV"]
+
+
+@dataclass
+class World:
+    """The generated population: who belongs where and how active they are."""
+
+    scale: Scale
+    end: int  # epoch seconds: "now" of the data set
+    start: int
+    primary_org: list[int]  # index = user id
+    user_cum: list[float]  # cumulative activity weights over user ids 1..U
+    load_users: list[int]
+
+
+def _progress(label: str, done: int, total: int, started: float) -> None:
+    rate = done / max(time.perf_counter() - started, 1e-6)
+    print(f"  {label}: {done:,}/{total:,} ({rate:,.0f} rows/s)", flush=True)
+
+
+def _tenant_name(i: int) -> str:
+    return f"{WORDS_A[i % 10]} {WORDS_B[(i // 10) % 8]} {i} {WORDS_C[(i // 80) % 8]}"
+
+
+def build_world(scale: Scale, now: datetime) -> World:
+    rng = random.Random(SEED)
+    end = int(now.timestamp()) // 60 * 60
+    # Whole UTC days, the last one being today (cut at "now").
+    start = (end // 86_400 - scale.days + 1) * 86_400
+    # Zipf-like tenant sizes: tenant 1 is the biggest, most tenants are small.
+    org_weights = [1 / (i**1.07) for i in range(1, scale.tenants + 1)]
+    org_cum = list(accumulate(org_weights))
+    primary = [
+        0,
+        *[bisect.bisect_left(org_cum, rng.random() * org_cum[-1]) + 1 for _ in range(scale.users)],
+    ]
+    # Lognormal activity: a few users get most notifications.
+    activity = [rng.lognormvariate(0, 0.9) for _ in range(scale.users)]
+    step = max(1, scale.users // max(1, scale.load_users))
+    load_users = list(range(1, scale.users + 1, step))[: scale.load_users]
+    return World(scale, end, start, primary, list(accumulate(activity)), load_users)
+
+
+def _avg_read_rate() -> float:
+    total = sum(p for _, p, _ in FEATURES)
+    return sum(p * r for _, p, r in FEATURES) / total
+
+
+def notification_stream(
+    world: World,
+) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """Per day: (notification rows kept in the table, signal rows) in time order.
+
+    Every notification ever delivered in the window gets a DELIVER signal and, if
+    read, an ENGAGE signal at its first read; the notifications table keeps only the
+    most recent ``scale.notifications`` of them (older ones are purged, as retention
+    does in production), so signals outnumber notifications as in the issue's data set.
+    """
+    scale = world.scale
+    rng = random.Random(SEED + 1)
+    virtual = int(scale.signals / (1 + _avg_read_rate()))
+    first_kept = max(1, virtual - scale.notifications + 1)
+    names = [f for f, _, _ in FEATURES]
+    read_rate = {f: r for f, _, r in FEATURES}
+    weekday_cum = []
+    for weekday in range(7):
+        # Weekly digests go out on Mondays.
+        weights = [
+            p
+            * (
+                5.0
+                if f == "digest.weekly" and weekday == 0
+                else 0.3
+                if f == "digest.weekly"
+                else 1.0
+            )
+            for f, p, _ in FEATURES
+        ]
+        weekday_cum.append(list(accumulate(weights)))
+    hour_cum = list(accumulate(HOUR_WEIGHTS))
+    days = [world.start + d * 86_400 for d in range(scale.days)]
+    # Weekly rhythm and a slow 10% growth over the period.
+    day_weights = [
+        WEEKDAY_FACTOR[datetime.fromtimestamp(t, UTC).weekday()] * (0.95 + 0.1 * i / scale.days)
+        for i, t in enumerate(days)
+    ]
+    total_weight = sum(day_weights)
+    counts = [int(virtual * w / total_weight) for w in day_weights]
+    counts[-1] += virtual - sum(counts)
+    users = range(1, scale.users + 1)
+    nid = 0
+    sid = 0
+    for day_start, count in zip(days, counts, strict=True):
+        weekday = datetime.fromtimestamp(day_start, UTC).weekday()
+        recipients = rng.choices(users, cum_weights=world.user_cum, k=count)
+        features = rng.choices(names, cum_weights=weekday_cum[weekday], k=count)
+        hours = [bisect.bisect_left(hour_cum, rng.random() * hour_cum[-1]) for _ in range(count)]
+        created = sorted(day_start + h * 3600 + rng.randrange(3600) for h in hours)
+        notes: list[tuple[Any, ...]] = []
+        signals: list[tuple[Any, ...]] = []
+        for user, feature, at in zip(recipients, features, created, strict=True):
+            if at >= world.end:
+                continue
+            nid += 1
+            org = world.primary_org[user]
+            read_at: int | None = None
+            if rng.random() < read_rate[feature]:
+                candidate = at + int(rng.expovariate(1 / 10_800))
+                if candidate < world.end:
+                    read_at = candidate
+            sid += 1
+            signals.append((sid, org, "DELIVER", feature, user, nid, at))
+            if read_at is not None:
+                sid += 1
+                signals.append((sid, org, "ENGAGE", feature, user, nid, read_at))
+            if nid >= first_kept:
+                title = TITLES[feature].format(p=PEOPLE[nid % len(PEOPLE)])
+                notes.append((nid, user, feature, title, at, read_at))
+        yield notes, signals
+
+
+# --- timestamp formatting -------------------------------------------------------------
+
+_DAY_CACHE: dict[int, str] = {}
+
+
+def _day(epoch_day: int) -> str:
+    text = _DAY_CACHE.get(epoch_day)
+    if text is None:
+        text = (datetime(1970, 1, 1) + timedelta(days=epoch_day)).strftime("%Y-%m-%d")
+        _DAY_CACHE[epoch_day] = text
+    return text
+
+
+def ts_pg(t: int) -> str:
+    d, s = divmod(t, 86_400)
+    return f"{_day(d)} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}+00"
+
+
+def ts_sqlite(t: int | None) -> str | None:
+    if t is None:
+        return None
+    d, s = divmod(t, 86_400)
+    return f"{_day(d)} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.000000"
+
+
+# --- small tables ---------------------------------------------------------------------
+
+
+def small_tables(world: World, ts: Callable[[int], Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Organizations, users, memberships and API tokens as rows (timestamps via ``ts``)."""
+    from werkzeug.security import generate_password_hash
+
+    scale = world.scale
+    rng = random.Random(SEED + 2)
+    created = world.start - 400 * 86_400
+    orgs = [
+        (i, f"t{i:04d}", _tenant_name(i), ts(created + i * 600))
+        for i in range(1, scale.tenants + 1)
+    ]
+    users: list[tuple[Any, ...]] = [
+        (u, f"user{u}@t{world.primary_org[u]:04d}.bench.test", None, "member", ts(created), 0)
+        for u in range(1, scale.users + 1)
+    ]
+    password = generate_password_hash(BENCH_PASSWORD)
+    admin_id, viewer_id = scale.users + 1, scale.users + 2
+    users.append((admin_id, ADMIN_EMAIL, password, "admin", ts(created), 0))
+    users.append((viewer_id, VIEWER_EMAIL, password, "viewer", ts(created), 0))
+    memberships: list[tuple[Any, ...]] = []
+    for u in range(1, scale.users + 1):
+        joined = world.start - rng.randrange(30 * 86_400, 700 * 86_400)
+        memberships.append((len(memberships) + 1, u, world.primary_org[u], ts(joined)))
+        # One user in seven also belongs to a second tenant, joined later.
+        if scale.tenants > 1 and rng.random() < 1 / 7:
+            other = rng.randrange(1, scale.tenants + 1)
+            if other != world.primary_org[u]:
+                later = joined + rng.randrange(86_400, 200 * 86_400)
+                memberships.append((len(memberships) + 1, u, other, ts(later)))
+    tokens = [
+        (i + 1, u, "bench", token_hash(bench_token(u)), ts(created), None, None)
+        for i, u in enumerate([*world.load_users, admin_id, viewer_id])
+    ]
+    return {
+        "organizations": orgs,
+        "users": users,
+        "org_memberships": memberships,
+        "api_tokens": tokens,
+    }
+
+
+COLUMNS = {
+    "organizations": ("id", "slug", "name", "created_at"),
+    "users": ("id", "email", "password_hash", "role", "created_at", "session_version"),
+    "org_memberships": ("id", "user_id", "org_id", "joined_at"),
+    "api_tokens": (
+        "id",
+        "user_id",
+        "name",
+        "token_hash",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ),
+    "notifications": (
+        "id",
+        "user_id",
+        "feature",
+        "title",
+        "created_at",
+        "read_at",
+        "first_read_at",
+    ),
+    "loop_signals": ("id", "org_id", "kind", "feature", "user_id", "subject_id", "created_at"),
+}
+
+
+def fingerprint(scale: Scale) -> str:
+    return json.dumps(
+        {"version": GENERATOR_VERSION, "seed": SEED, **scale.as_dict()}, sort_keys=True
+    )
+
+
+def migrate(database_url: str) -> None:
+    subprocess.run(
+        [venv_bin("flask"), "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=app_env(database_url),
+        check=True,
+        capture_output=True,
+    )
+
+
+# --- PostgreSQL -----------------------------------------------------------------------
+
+
+def _copy_text(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return str(value)
+
+
+def _copy_rows(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    cols = ", ".join(COLUMNS[table])
+    with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+        buf = ["\t".join(_copy_text(v) for v in row) for row in rows]
+        copy.write("\n".join(buf) + "\n")
+
+
+def ensure_pg_database(dbname: str) -> None:
+    with psycopg.connect(pg_url("postgres", "postgresql"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+            print(f"  created database {dbname}")
+
+
+def pg_fingerprint(conn: psycopg.Connection[Any]) -> str | None:
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text)")
+    row = conn.execute("SELECT value FROM bench_meta WHERE key = 'fingerprint'").fetchone()
+    age = conn.execute(
+        "SELECT now() - value::timestamptz < interval '20 hours' FROM bench_meta "
+        "WHERE key = 'generated_at'"
+    ).fetchone()
+    conn.commit()
+    if row is None or not age or not age[0]:
+        return None
+    return str(row[0])
+
+
+def _secondary_indexes(cur: psycopg.Cursor[Any], tables: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of indexes that do not back a constraint."""
+    return [
+        (str(name), str(sql))
+        for name, sql in cur.execute(
+            """
+            SELECT i.indexname, i.indexdef FROM pg_indexes i
+            WHERE i.schemaname = 'public' AND i.tablename = ANY(%s)
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                              WHERE c.conname = i.indexname)
+            """,
+            (list(tables),),
+        ).fetchall()
+    ]
+
+
+def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
+    """Build the data set in PostgreSQL ``dbname``; False when it was already there."""
+    ensure_pg_database(dbname)
+    migrate(pg_url(dbname))
+    with psycopg.connect(pg_url(dbname, "postgresql")) as conn:
+        if not force and pg_fingerprint(conn) == fingerprint(scale):
+            print(f"  {dbname}: data set already generated for scale {scale.name}; skipping")
+            return False
+        started = time.perf_counter()
+        world = build_world(scale, datetime.now(UTC))
+        cur = conn.cursor()
+        cur.execute("SET session_replication_role = replica")  # no FK triggers during the load
+        cur.execute("SET maintenance_work_mem = '1GB'")
+        cur.execute("DELETE FROM bench_meta")
+        cur.execute("TRUNCATE organizations, users RESTART IDENTITY CASCADE")
+        indexes = _secondary_indexes(cur, BIG_TABLES)
+        for name, _ in indexes:
+            cur.execute(f'DROP INDEX "{name}"')
+        for table, rows in small_tables(world, ts_pg).items():
+            _copy_rows(cur, table, rows)
+            print(f"  {table}: {len(rows):,}", flush=True)
+        t0 = time.perf_counter()
+        done_n = done_s = 0
+        for notes, signals in notification_stream(world):
+            _copy_rows(
+                cur,
+                "notifications",
+                [
+                    (n, u, f, title, ts_pg(at), ts_pg(r) if r else None, ts_pg(r) if r else None)
+                    for n, u, f, title, at, r in notes
+                ],
+            )
+            _copy_rows(
+                cur,
+                "loop_signals",
+                [(i, o, k, f, u, s, ts_pg(at)) for i, o, k, f, u, s, at in signals],
+            )
+            done_n += len(notes)
+            done_s += len(signals)
+            if done_s // 1_000_000 != (done_s - len(signals)) // 1_000_000:
+                _progress("signals", done_s, scale.signals, t0)
+        _progress("signals", done_s, scale.signals, t0)
+        print(f"  notifications: {done_n:,}", flush=True)
+        for name, sql in indexes:
+            t1 = time.perf_counter()
+            cur.execute(sql)
+            print(f"  index {name}: {time.perf_counter() - t1:.1f}s", flush=True)
+        for table in (*BIG_TABLES, "organizations"):
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+        cur.execute(
+            "INSERT INTO loop_signal_daily (org_id, kind, feature, day, count) "
+            "SELECT org_id, kind, feature, (created_at AT TIME ZONE 'UTC')::date, count(*) "
+            "FROM loop_signals GROUP BY 1, 2, 3, 4"
+        )
+        cur.execute(
+            "INSERT INTO bench_meta VALUES ('fingerprint', %s), ('generated_at', now()::text), "
+            "('end_epoch', %s)",
+            (fingerprint(scale), str(world.end)),
+        )
+        conn.commit()
+        conn.autocommit = True
+        t1 = time.perf_counter()
+        conn.execute("VACUUM ANALYZE")
+        print(f"  vacuum analyze: {time.perf_counter() - t1:.1f}s")
+        print(f"  generated {dbname} in {time.perf_counter() - started:.1f}s")
+        return True
+
+
+# --- SQLite ---------------------------------------------------------------------------
+
+
+def generate_sqlite(scale: Scale, path: Path, force: bool) -> bool:
+    """Build the data set in a SQLite file (bulk executemany: SQLite has no COPY)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{path}"
+    migrate(url)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text)")
+    row = conn.execute("SELECT value FROM bench_meta WHERE key='fingerprint'").fetchone()
+    generated = conn.execute("SELECT value FROM bench_meta WHERE key='generated_at'").fetchone()
+    fresh = generated is not None and time.time() - float(generated[0]) < 20 * 3600
+    if not force and row is not None and row[0] == fingerprint(scale) and fresh:
+        print(f"  {path.name}: data set already generated for scale {scale.name}; skipping")
+        conn.close()
+        return False
+    started = time.perf_counter()
+    world = build_world(scale, datetime.now(UTC))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    tables = [
+        "loop_signal_daily",
+        "loop_calibrations",
+        "tune_runs",
+        "loop_signals",
+        "notifications",
+        "api_tokens",
+        "org_memberships",
+        "users",
+        "organizations",
+    ]
+    extra = [
+        r[0]
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        if r[0] not in tables
+        and r[0] not in ("bench_meta", "alembic_version")
+        and not r[0].startswith("sqlite_")
+    ]
+    with conn:
+        conn.execute("DELETE FROM bench_meta")
+        for table in extra + tables:
+            conn.execute(f"DELETE FROM {table}")
+    indexes = [
+        (name, sql)
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL "
+            "AND tbl_name IN ('loop_signals', 'notifications')"
+        )
+    ]
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+
+    def insert(table: str, rows: list[tuple[Any, ...]]) -> None:
+        cols = COLUMNS[table]
+        conn.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+        )
+
+    with conn:
+        for table, rows in small_tables(world, ts_sqlite).items():
+            insert(table, rows)
+            print(f"  {table}: {len(rows):,}", flush=True)
+        t0 = time.perf_counter()
+        done_s = 0
+        for notes, signals in notification_stream(world):
+            insert(
+                "notifications",
+                [
+                    (n, u, f, title, ts_sqlite(at), ts_sqlite(r), ts_sqlite(r))
+                    for n, u, f, title, at, r in notes
+                ],
+            )
+            insert(
+                "loop_signals",
+                [(i, o, k, f, u, s, ts_sqlite(at)) for i, o, k, f, u, s, at in signals],
+            )
+            done_s += len(signals)
+        _progress("signals", done_s, scale.signals, t0)
+        for _, sql in indexes:
+            conn.execute(sql)
+        conn.execute(
+            "INSERT INTO loop_signal_daily (org_id, kind, feature, day, count) "
+            "SELECT org_id, kind, feature, date(created_at), count(*) FROM loop_signals "
+            "GROUP BY 1, 2, 3, 4"
+        )
+        conn.execute(
+            "INSERT INTO bench_meta VALUES ('fingerprint', ?), ('generated_at', ?), "
+            "('end_epoch', ?)",
+            (fingerprint(scale), str(time.time()), str(world.end)),
+        )
+    conn.execute("ANALYZE")
+    conn.close()
+    print(f"  generated {path} in {time.perf_counter() - started:.1f}s")
+    return True
+
+
+def sqlite_path(scale: Scale) -> Path:
+    return ROOT / "instance" / "bench" / f"el_bench_{scale.name}.db"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", default="quick", help="full, signals1m, medium, quick, smoke")
+    parser.add_argument("--sqlite", action="store_true", help="generate a SQLite file instead")
+    parser.add_argument("--db", help="PostgreSQL database name (default el_bench_<scale>)")
+    parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
+    args = parser.parse_args(argv)
+    scale = scale_named(args.scale)
+    print(
+        f"generate: scale={scale.name} tenants={scale.tenants:,} users={scale.users:,} "
+        f"notifications={scale.notifications:,} signals~{scale.signals:,} days={scale.days}",
+        flush=True,
+    )
+    if args.sqlite:
+        generate_sqlite(scale, sqlite_path(scale), args.force)
+    else:
+        generate_pg(scale, args.db or database_name(scale), args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
