@@ -399,3 +399,18 @@ def test_create_accepts_64_char_feature_and_unicode_title(make, api_as):
     )
     assert response.status_code == 201
     assert response.get_json()["title"] == title
+
+
+def test_token_last_used_at_is_kept(reader, make, client):
+    from dashboard import tokens
+    from dashboard.models import ApiToken
+
+    user, _ = reader
+    row, secret = tokens.create_token(user)
+    db.session.commit()
+    assert row.last_used_at is None
+    client.get("/api/v1/notifications", headers={"Authorization": f"Bearer {secret}"})
+    db.session.expire_all()
+    used = db.session.get(ApiToken, row.id)
+    assert used is not None and used.last_used_at is not None
+    assert utcnow() - used.last_used_at < timedelta(minutes=1)

@@ -1,0 +1,76 @@
+"""Daily signal counts: UTC day buckets, recounting a range, leaving other tenants alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import select
+
+from dashboard import rollup
+from dashboard.extensions import db
+from dashboard.models import LoopSignal, SignalDailyCount
+
+
+def signal(org_id: int, at: datetime, kind: str = "ENGAGE", feature: str = "mention") -> None:
+    db.session.add(LoopSignal(org_id=org_id, kind=kind, feature=feature, created_at=at))
+
+
+def counts(org_id: int) -> dict[tuple[str, str, date], int]:
+    rows = db.session.execute(
+        select(SignalDailyCount).where(SignalDailyCount.org_id == org_id)
+    ).scalars()
+    return {(r.kind, r.feature, r.day): r.count for r in rows}
+
+
+def test_counts_per_utc_day_kind_and_feature(make):
+    org = make.org()
+    signal(org.id, datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC))
+    signal(org.id, datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC))
+    signal(org.id, datetime(2026, 3, 2, 0, 0, 0, tzinfo=UTC))
+    signal(org.id, datetime(2026, 3, 1, 12, tzinfo=UTC), kind="DELIVER")
+    signal(org.id, datetime(2026, 3, 1, 12, tzinfo=UTC), feature="digest.weekly")
+    db.session.commit()
+    rollup.refresh(org.id, date(2026, 2, 1))
+    db.session.commit()
+    assert counts(org.id) == {
+        ("ENGAGE", "mention", date(2026, 3, 1)): 2,
+        ("ENGAGE", "mention", date(2026, 3, 2)): 1,
+        ("DELIVER", "mention", date(2026, 3, 1)): 1,
+        ("ENGAGE", "digest.weekly", date(2026, 3, 1)): 1,
+    }
+
+
+def test_refresh_recounts_only_its_range_and_its_tenant(make):
+    org, other = make.org(), make.org()
+    signal(org.id, datetime(2026, 3, 1, 9, tzinfo=UTC))
+    signal(other.id, datetime(2026, 3, 1, 9, tzinfo=UTC))
+    db.session.commit()
+    rollup.refresh(org.id, date(2026, 3, 1))
+    rollup.refresh(other.id, date(2026, 3, 1))
+    db.session.commit()
+    # More signals arrive on both days; recount only 3 March for one tenant.
+    signal(org.id, datetime(2026, 3, 1, 10, tzinfo=UTC))
+    signal(org.id, datetime(2026, 3, 3, 10, tzinfo=UTC))
+    signal(other.id, datetime(2026, 3, 3, 10, tzinfo=UTC))
+    db.session.commit()
+    rollup.refresh(org.id, date(2026, 3, 3))
+    db.session.commit()
+    assert counts(org.id) == {
+        ("ENGAGE", "mention", date(2026, 3, 1)): 1,  # not recounted
+        ("ENGAGE", "mention", date(2026, 3, 3)): 1,
+    }
+    assert counts(other.id) == {("ENGAGE", "mention", date(2026, 3, 1)): 1}
+    # Running it again changes nothing.
+    rollup.refresh(org.id, date(2026, 3, 3))
+    db.session.commit()
+    assert counts(org.id)[("ENGAGE", "mention", date(2026, 3, 3))] == 1
+
+
+def test_refresh_with_an_upper_bound(make):
+    org = make.org()
+    for day in (1, 2, 3):
+        signal(org.id, datetime(2026, 3, day, 8, tzinfo=UTC))
+    db.session.commit()
+    rollup.refresh(org.id, date(2026, 3, 1), date(2026, 3, 2))
+    db.session.commit()
+    assert sorted(day for _, _, day in counts(org.id)) == [date(2026, 3, 1), date(2026, 3, 2)]
