@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select, update
 
@@ -22,13 +22,21 @@ LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
 
 
+class NotificationFields(Protocol):
+    id: int
+    feature: str
+    title: str
+    created_at: datetime
+    read_at: datetime | None
+
+
 @dataclass(frozen=True)
 class ReadResult:
-    notification: Notification
+    notification: NotificationFields
     first_read: bool
 
 
-def serialize(n: Notification) -> dict[str, Any]:
+def serialize(n: NotificationFields) -> dict[str, Any]:
     return {
         "id": n.id,
         "feature": n.feature,
@@ -36,6 +44,15 @@ def serialize(n: Notification) -> dict[str, Any]:
         "created_at": iso(n.created_at),
         "read_at": iso(n.read_at),
     }
+
+
+RETURNED = (
+    Notification.id,
+    Notification.feature,
+    Notification.title,
+    Notification.created_at,
+    Notification.read_at,
+)
 
 
 def _owned(user_id: int, notification_id: int) -> Any:
@@ -65,7 +82,7 @@ def mark_read(
             Notification.read_at.is_(None),
         )
         .values(read_at=now, first_read_at=now)
-        .returning(Notification.feature)
+        .returning(*RETURNED)
         .execution_options(synchronize_session=False)
     ).first()
     if first is not None:
@@ -78,22 +95,29 @@ def mark_read(
                 at=now,
             )
         db.session.commit()
-        notification = _get_owned(user_id, notification_id)
-        assert notification is not None
-        return ReadResult(notification, first_read=True)
+        return ReadResult(first, first_read=True)
 
+    current = _get_owned(user_id, notification_id)
+    if current is None:
+        db.session.rollback()
+        return None
+    if current.read_at is not None:
+        db.session.rollback()
+        return ReadResult(current, first_read=False)
     # Read again after a mark-unread: it becomes read, but is never a first read.
-    db.session.execute(
+    reread = db.session.execute(
         update(Notification)
         .where(*_owned(user_id, notification_id), Notification.read_at.is_(None))
         .values(read_at=now)
+        .returning(*RETURNED)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
     db.session.commit()
-    notification = _get_owned(user_id, notification_id)
-    if notification is None:
-        return None
-    return ReadResult(notification, first_read=False)
+    if reread is not None:
+        return ReadResult(reread, first_read=False)
+    # Someone else re-read it between our SELECT and UPDATE.
+    again = _get_owned(user_id, notification_id)
+    return None if again is None else ReadResult(again, first_read=False)
 
 
 def mark_unread(user_id: int, notification_id: int) -> Notification | None:

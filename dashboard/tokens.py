@@ -37,19 +37,23 @@ def authenticate(secret: str, now: datetime | None = None) -> User | None:
     if not secret or len(secret) > 256:
         return None
     digest = hash_token(secret)
-    row = db.session.execute(
-        select(ApiToken).where(ApiToken.token_hash == digest)
-    ).scalar_one_or_none()
+    # Token and user in one round trip: this runs on every API request.
+    found = db.session.execute(
+        select(ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.last_used_at, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == digest)
+    ).first()
     # The lookup is by hash; the constant-time compare guards the equality itself.
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
+    if found is None or not hmac.compare_digest(found.token_hash, digest):
         return None
-    if row.revoked_at is not None:
+    if found.revoked_at is not None:
         return None
     now = now or utcnow()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        db.session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    if found.last_used_at is None or now - found.last_used_at >= LAST_USED_RESOLUTION:
+        db.session.execute(update(ApiToken).where(ApiToken.id == found.id).values(last_used_at=now))
         db.session.commit()
-    return db.session.get(User, row.user_id)
+    user: User = found.User
+    return user
 
 
 def revoke(token_id: int, now: datetime | None = None) -> bool:
