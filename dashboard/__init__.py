@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from htmx_flask import Htmx
 
 from dashboard import config as settings
 
@@ -51,12 +52,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from dashboard import api, auth, cli, errors, health, redis_conn, security, views
+    from dashboard import admin_rq, api, auth, cli, errors, health, redis_conn, security, views
     from dashboard.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
     with app.app_context():
         database.init_engine(app, db.engine)
+    database.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -64,6 +66,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app)
     auth.init_app(app)
+    Htmx(app)
+    admin_rq.init_app(app)
 
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)

@@ -1,20 +1,288 @@
-"""Dashboard pages and HTMX partials."""
+"""Dashboard pages and HTMX partials: parse, call a read model or a job function, render."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from flask.typing import ResponseReturnValue
-from flask_login import login_required
-from sqlalchemy import select
+import logging
+from collections.abc import Sequence
 
-from dashboard.extensions import db
-from dashboard.models import Organization
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_required
+from htmx_flask import make_response, request
+
+from dashboard import banners, formatting, overview, runs_page, tenant_page
+from dashboard.auth import admin_required, is_safe_next
+from dashboard.models import Organization, RunTrigger, TuneRun
+from dashboard.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
+from dashboard.timeutil import utcnow
 
 bp = Blueprint("views", __name__)
+log = logging.getLogger(__name__)
+
+# Sent (as HX-Trigger) by the last poll of a batch: sections listening for it reload once.
+RUNS_FINISHED_EVENT = "runs-finished"
+# htmx under a strict CSP: no eval, no injected <style>; a 503 (queue down) is swapped
+# in like a success so the error shows in place, other 4xx/5xx are not.
+HTMX_CONFIG = {
+    "includeIndicatorStyles": False,
+    "allowEval": False,
+    "allowScriptTags": False,
+    "selfRequestsOnly": True,
+    "responseHandling": [
+        {"code": "204", "swap": False},
+        {"code": "[23]..", "swap": True},
+        {"code": "503", "swap": True, "error": False},
+        {"code": "[45]..", "swap": False, "error": True},
+        {"code": "...", "swap": False},
+    ],
+}
+QUEUE_DOWN_MESSAGE = (
+    "Could not queue the run: Redis (the job queue) is unreachable. Nothing was started; "
+    "try again when Redis is back."
+)
+
+
+@bp.app_context_processor
+def template_helpers() -> dict[str, object]:
+    return {
+        "system_status": banners.collect,
+        "fmt": formatting,
+        "htmx_config": HTMX_CONFIG,
+        "now": utcnow,
+        "low_sample_threshold": LOW_SAMPLE_THRESHOLD,
+    }
+
+
+def _lookback_days() -> int:
+    return int(current_app.config.get("TUNE_LOOKBACK_DAYS", 30))
+
+
+def _int_arg(name: str, default: int | None = None) -> int | None:
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 12 else default
+
+
+def _id_list(raw: str | None, limit: int = overview.PER_PAGE) -> list[int]:
+    ids = [int(p) for p in (raw or "").split(",") if p.isdigit() and len(p) < 12]
+    return ids[:limit]
+
+
+def _wants_partial(target: str) -> bool:
+    """An htmx request aimed at one section (not a history restore, which needs the page)."""
+    return (
+        bool(request.htmx)
+        and request.htmx.target == target
+        and not (request.htmx.history_restore_request)
+    )
+
+
+# --- pages ------------------------------------------------------------------
 
 
 @bp.get("/")
 @login_required
 def index() -> ResponseReturnValue:
-    orgs = db.session.execute(select(Organization).order_by(Organization.name)).scalars().all()
-    return render_template("index.html", orgs=orgs)
+    page = overview.load(
+        now=utcnow(),
+        days=_lookback_days(),
+        q=request.args.get("q", ""),
+        sort=overview.parse_sort(request.args.get("sort")),
+        page=_int_arg("page", 1) or 1,
+    )
+    if _wants_partial("tenant-table"):
+        return render_template("_tenant_table.html", page=page)
+    panel = runs_page.status(_first_active_id(), cells=page.org_ids)
+    return render_template("index.html", page=page, panel=panel)
+
+
+@bp.get("/tenants/<slug>")
+@login_required
+def tenant(slug: str) -> ResponseReturnValue:
+    org = _org_or_404(slug)
+    days = tenant_page.parse_range(request.args.get("days"))
+    if _wants_partial("charts"):
+        charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days)
+        return render_template(
+            "_charts.html", org=org, charts=charts, days=days, ranges=CHART_RANGES
+        )
+    data = tenant_page.load(org, utcnow(), days)
+    active = data.active_run
+    panel = runs_page.status(active.id if active else None, org_id=org.id, cells=[org.id])
+    return render_template("tenant.html", t=data, panel=panel, ranges=CHART_RANGES)
+
+
+@bp.get("/tenants/<slug>/calibrations")
+@login_required
+def tenant_calibrations(slug: str) -> ResponseReturnValue:
+    org = _org_or_404(slug)
+    now = utcnow()
+    views = tenant_page.calibration_views(
+        tenant_page.load_calibrations(org.id), tenant_page.last_success(org.id), now
+    )
+    return render_template("_calibrations.html", org=org, calibrations=views)
+
+
+@bp.get("/tenants/<slug>/history")
+@login_required
+def tenant_history(slug: str) -> ResponseReturnValue:
+    org = _org_or_404(slug)
+    return render_template("_history.html", org=org, history=tenant_page.history(org.id))
+
+
+@bp.get("/tenants/<slug>/calibrations.csv")
+@login_required
+def calibrations_csv(slug: str) -> ResponseReturnValue:
+    org = _org_or_404(slug)
+    body = tenant_page.calibrations_csv(tenant_page.load_calibrations(org.id))
+    response = Response(body, mimetype="text/csv")
+    stamp = utcnow().strftime("%Y%m%d")
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="{org.slug}-calibrations-{stamp}.csv"'
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/runs")
+@login_required
+def runs() -> ResponseReturnValue:
+    data = runs_page.recent(
+        state=runs_page.parse_state(request.args.get("state")), before=_int_arg("before")
+    )
+    if _wants_partial("runs-table"):
+        return render_template("_runs_table.html", data=data)
+    panel = runs_page.status(_first_active_id())
+    return render_template("runs.html", data=data, panel=panel)
+
+
+# --- Run now and live status -------------------------------------------------
+
+
+@bp.post("/tune/run")
+@admin_required
+def tune_all() -> ResponseReturnValue:
+    return _request(None)
+
+
+@bp.post("/tenants/<slug>/tune")
+@admin_required
+def tune_tenant(slug: str) -> ResponseReturnValue:
+    return _request(_org_or_404(slug))
+
+
+@bp.post("/tune/rerun-failed")
+@admin_required
+def tune_rerun_failed() -> ResponseReturnValue:
+    from jobs.exceptions import QueueUnavailable
+    from jobs.runs import request_failed_reruns
+
+    cells = _id_list(request.form.get("cells"))
+    try:
+        started = request_failed_reruns(requested_by=current_user.email)
+    except QueueUnavailable:
+        return _queue_down(None, cells)
+    if not started:
+        return _answer(
+            runs_page.StatusPanel(None, None, [], {}, runs_page.last_runs(cells), error=None),
+            cells,
+            message="No tenant's last run failed: nothing to re-run.",
+        )
+    return _answer(runs_page.status(min(r.id for r in started), cells=cells), cells)
+
+
+@bp.get("/tune/status")
+@login_required
+def tune_status() -> ResponseReturnValue:
+    """The self-polling partial: re-rendered every second while a run it shows is active."""
+    from jobs.runs import sweep_abandoned
+
+    swept = sweep_abandoned(utcnow())
+    if swept:
+        log.info("event=abandoned_runs_swept count=%s source=status_poll", swept)
+    org_id = _int_arg("org")
+    cells = _id_list(request.args.get("cells"))
+    panel = runs_page.status(_int_arg("since"), org_id=org_id, cells=cells)
+    trigger = None if panel.active else RUNS_FINISHED_EVENT
+    return make_response(
+        render_template("_run_status.html", panel=panel, cells=cells, oob=True), trigger=trigger
+    )
+
+
+def _request(org: Organization | None) -> ResponseReturnValue:
+    from jobs.exceptions import QueueUnavailable
+    from jobs.runs import request_runs
+
+    cells = _id_list(request.form.get("cells"))
+    try:
+        started = request_runs(
+            [org.id] if org else None, trigger=RunTrigger.MANUAL, requested_by=current_user.email
+        )
+    except QueueUnavailable:
+        log.warning("event=run_now_refused reason=queue_unavailable tenant=%s", org and org.slug)
+        return _queue_down(org, cells)
+    log.info(
+        "event=run_now tenant=%s runs=%s by=%s",
+        org.slug if org else "*",
+        len(started),
+        current_user.id,
+    )
+    first = min((r.id for r in started), default=None)
+    panel = runs_page.status(first, org_id=org.id if org else None, cells=cells)
+    return _answer(panel, cells)
+
+
+def _answer(
+    panel: runs_page.StatusPanel,
+    cells: Sequence[int],
+    *,
+    message: str | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    if not request.htmx:
+        # Without JavaScript the form posts normally: say what happened on the page it came from.
+        if panel.error:
+            flash(panel.error, "error")
+        elif message:
+            flash(message, "info")
+        else:
+            flash(f"Queued {panel.total} run(s); the status updates on the page.", "info")
+        back = request.form.get("next", "")
+        return redirect(back if is_safe_next(back) else url_for("views.index"))
+    html = render_template("_run_status.html", panel=panel, cells=cells, message=message, oob=True)
+    return make_response(html, status)
+
+
+def _queue_down(org: Organization | None, cells: Sequence[int]) -> ResponseReturnValue:
+    panel = runs_page.StatusPanel(
+        None,
+        org.id if org else None,
+        [],
+        {},
+        runs_page.last_runs(cells),
+        error=QUEUE_DOWN_MESSAGE,
+    )
+    return _answer(panel, cells, status=503)
+
+
+def _first_active_id() -> int | None:
+    return runs_page.first_active_id()
+
+
+def _org_or_404(slug: str) -> Organization:
+    org = tenant_page.get_org(slug)
+    if org is None:
+        abort(404)
+    return org
+
+
+def run_duration(run: TuneRun) -> str:
+    return formatting.duration(run.started_at, run.finished_at)

@@ -1,0 +1,173 @@
+"""Server-side SVG chart geometry: pure functions from numbers to coordinates and labels.
+
+Templates draw the SVG from these values (Jinja escapes every label), so charts need
+no JavaScript, no inline style, and read without hovering: axes, ticks and units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+# Series colours (SVG presentation attributes, allowed by a strict CSP).
+ENGAGE_COLOR = "#2563eb"
+DELIVER_COLOR = "#94a3b8"
+
+
+@dataclass(frozen=True)
+class Sparkline:
+    width: int
+    height: int
+    points: str  # polyline "x,y x,y …"
+    area: str  # polygon closing the line down to the baseline
+    total: int
+    peak: int
+    days: int
+    label: str  # accessible text: the numbers the picture shows
+
+    @property
+    def empty(self) -> bool:
+        return self.total == 0
+
+
+@dataclass(frozen=True)
+class Tick:
+    pos: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    color: str
+    points: str
+    total: int
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class LineChart:
+    title: str
+    width: int
+    height: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+    series: tuple[Series, ...]
+    y_ticks: tuple[Tick, ...]
+    x_ticks: tuple[Tick, ...]
+    y_label: str
+    label: str
+
+    @property
+    def empty(self) -> bool:
+        return all(s.total == 0 for s in self.series)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def nice_max(value: float) -> int:
+    """The smallest 1/2/5 x 10^k at or above ``value`` (at least 1): a readable axis top."""
+    if not math.isfinite(value) or value <= 1:
+        return 1
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        candidate = step * 10**exponent
+        if candidate >= value:
+            return int(candidate)
+    return int(10 ** (exponent + 1))  # pragma: no cover - the loop always returns
+
+
+def nice_ticks(max_value: float, count: int = 4) -> list[int]:
+    """Evenly spaced integer ticks from 0 to a nice top covering ``max_value``."""
+    top = nice_max(max_value)
+    if top < count:
+        return list(range(0, top + 1))
+    step = top / count
+    if step != int(step):
+        # 5 split in 4 is ugly: fall back to a step that divides the top.
+        for parts in (5, 2, 1):
+            if top % parts == 0:
+                step = top / parts
+                count = parts
+                break
+    return [round(i * step) for i in range(count + 1)]
+
+
+def sparkline(values: Sequence[int], width: int = 120, height: int = 28) -> Sparkline:
+    """A small daily chart: oldest day on the left, a 0 baseline at the bottom."""
+    n = len(values)
+    peak = max(values, default=0)
+    total = int(sum(values))
+    pad = 2.0
+    usable_h = height - 2 * pad
+    if n == 0:
+        return Sparkline(width, height, "", "", 0, 0, 0, "no data")
+    step = (width - 2 * pad) / max(n - 1, 1)
+    coords = []
+    for i, value in enumerate(values):
+        x = pad + i * step
+        y = height - pad - (value / peak * usable_h if peak else 0.0)
+        coords.append(f"{_fmt(x)},{_fmt(y)}")
+    points = " ".join(coords)
+    baseline = _fmt(height - pad)
+    area = f"{_fmt(pad)},{baseline} {points} {_fmt(pad + (n - 1) * step)},{baseline}"
+    label = f"{total} signals in {n} days, peak {peak} a day"
+    return Sparkline(width, height, points, area, total, peak, n, label)
+
+
+def line_chart(
+    title: str,
+    days: Sequence[date],
+    series: Mapping[str, Sequence[int]],
+    *,
+    colors: Mapping[str, str] | None = None,
+    dashed: Sequence[str] = (),
+    width: int = 360,
+    height: int = 180,
+    y_label: str = "signals / day",
+    x_ticks: int = 4,
+) -> LineChart:
+    """Daily lines sharing one y axis; the x axis is ``days`` (one point a day)."""
+    left, right, top, bottom = 40.0, width - 10.0, 12.0, height - 24.0
+    peak = max((max(v, default=0) for v in series.values()), default=0)
+    ticks = nice_ticks(peak)
+    y_top = ticks[-1] or 1
+    n = len(days)
+    step = (right - left) / max(n - 1, 1)
+
+    def y_of(value: float) -> float:
+        return bottom - (value / y_top) * (bottom - top)
+
+    drawn = []
+    for name, values in series.items():
+        coords = " ".join(f"{_fmt(left + i * step)},{_fmt(y_of(v))}" for i, v in enumerate(values))
+        drawn.append(
+            Series(
+                name=name,
+                color=(colors or {}).get(name, ENGAGE_COLOR),
+                points=coords,
+                total=int(sum(values)),
+                dashed=name in dashed,
+            )
+        )
+    y = tuple(Tick(_round(y_of(t)), str(t)) for t in ticks)
+    x: list[Tick] = []
+    if n:
+        idx = sorted({round(i * (n - 1) / max(x_ticks, 1)) for i in range(x_ticks + 1)})
+        x = [Tick(_round(left + i * step), days[i].strftime("%b %-d")) for i in idx]
+    totals = ", ".join(f"{s.name} {s.total}" for s in drawn)
+    span = f"{days[0].isoformat()} to {days[-1].isoformat()}" if n else "no days"
+    label = f"{title}: daily {y_label} from {span}; totals {totals}"
+    return LineChart(
+        title, width, height, left, top, right, bottom, tuple(drawn), y, tuple(x), y_label, label
+    )
+
+
+def _round(value: float) -> float:
+    return round(value, 1)

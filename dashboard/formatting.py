@@ -1,0 +1,116 @@
+"""How numbers, times and run states read on the dashboard: pure formatting helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from dashboard.models import RunState
+from dashboard.timeutil import as_utc
+
+RATE_PREFIX = "engagement-rate:"
+RATIO_PREFIX = "engagement-ratio:"
+
+# One place mapping run states to what people read (STYLE: states mapped to labels once).
+STATE_LABELS: dict[str, str] = {
+    RunState.QUEUED.value: "queued",
+    RunState.RUNNING.value: "running",
+    RunState.SUCCEEDED.value: "succeeded",
+    RunState.FAILED.value: "failed",
+    RunState.SKIPPED.value: "skipped",
+}
+
+
+def state_label(state: str | None) -> str:
+    return STATE_LABELS.get(state or "", state or "never run")
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``engagement-rate:mention`` → ("rate", "mention"); unknown keys → ("other", key)."""
+    if key.startswith(RATE_PREFIX):
+        return "rate", key[len(RATE_PREFIX) :]
+    if key.startswith(RATIO_PREFIX):
+        return "ratio", key[len(RATIO_PREFIX) :]
+    return "other", key
+
+
+def format_value(kind: str, value: float | None) -> str:
+    """A rate as signals/day, a ratio as a percentage."""
+    if value is None:
+        return "—"
+    if kind == "rate":
+        return f"{value:,.2f}/day"
+    if kind == "ratio":
+        return f"{value * 100:.1f}%"
+    return f"{value:,.4g}"
+
+
+def unit_of(kind: str) -> str:
+    return {"rate": "signals/day", "ratio": "ratio"}.get(kind, "")
+
+
+def change_pct(value: float | None, previous: float | None) -> float | None:
+    """Relative change in %, None when there is nothing (or zero) to compare with."""
+    if value is None or previous is None or previous == 0:
+        return None
+    return (value - previous) / abs(previous) * 100.0
+
+
+def format_change(pct: float | None) -> str:
+    if pct is None:
+        return ""
+    if abs(pct) < 0.05:
+        return "±0%"
+    return f"{pct:+.0f}%" if abs(pct) >= 10 else f"{pct:+.1f}%"
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """ "just now", "5 minutes ago", "3 days ago" …; future times read "in …"."""
+    if moment is None:
+        return "never"
+    delta = as_utc(now) - as_utc(moment)
+    future = delta.total_seconds() < 0
+    seconds = abs(int(delta.total_seconds()))
+    if seconds < 45:
+        return "just now" if not future else "in a moment"
+    for size, unit in ((86_400 * 7, "week"), (86_400, "day"), (3_600, "hour"), (60, "minute")):
+        if seconds >= size or unit == "minute":
+            count = max(1, round(seconds / size)) if unit != "week" else seconds // size
+            if unit == "week" and count < 2:
+                continue
+            text = f"{count} {unit}{'s' if count != 1 else ''}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"  # pragma: no cover
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    """ "183 ms", "4.2 s", "3 min 5 s"; empty when the run has not finished."""
+    if start is None or end is None:
+        return ""
+    return format_timedelta(as_utc(end) - as_utc(start))
+
+
+def format_timedelta(delta: timedelta) -> str:
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def utc_text(moment: datetime | None) -> str:
+    """ "2026-11-30 05:30 UTC"."""
+    if moment is None:
+        return ""
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def weekday_text(moment: datetime | None) -> str:
+    """ "Mon 30 Nov, 05:30 UTC"."""
+    if moment is None:
+        return ""
+    return as_utc(moment).strftime("%a %-d %b, %H:%M UTC")

@@ -1,0 +1,218 @@
+"""The tenants overview read model: a fixed handful of indexed queries per page, any tenant count.
+
+Volumes come from ``loop_signal_daily`` (never a scan of ``loop_signals``); the last
+run per tenant is a probe of the ``tune_runs (org_id, id)`` index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import ColumnElement, Subquery, func, select
+
+from dashboard.charts import Sparkline, sparkline
+from dashboard.extensions import db
+from dashboard.models import (
+    Calibration,
+    Organization,
+    RunState,
+    SignalDailyCount,
+    SignalKind,
+    TuneRun,
+)
+from dashboard.timeutil import as_utc
+
+PER_PAGE = 25
+
+
+class Sort(StrEnum):
+    NAME = "name"
+    VOLUME = "volume"
+    LAST_RUN = "last_run"
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    org_id: int
+    slug: str
+    name: str
+    volume: int
+    daily: list[int]
+    calibrations: int
+    last_run: TuneRun | None
+
+    @property
+    def chart(self) -> Sparkline:
+        return sparkline(self.daily)
+
+
+@dataclass(frozen=True)
+class OverviewPage:
+    rows: list[TenantRow]
+    total: int
+    page: int
+    per_page: int
+    q: str
+    sort: Sort
+    days: int
+    since: date
+    today: date
+    failed_count: int = 0
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def org_ids(self) -> list[int]:
+        return [r.org_id for r in self.rows]
+
+
+def window(now: datetime, days: int) -> tuple[date, date]:
+    """The last ``days`` UTC days, today included: (first day, today)."""
+    today = as_utc(now).date()
+    return today - timedelta(days=days - 1), today
+
+
+def parse_sort(raw: str | None) -> Sort:
+    try:
+        return Sort(raw or Sort.NAME)
+    except ValueError:
+        return Sort.NAME
+
+
+def _like_pattern(q: str) -> str:
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _name_filter(q: str) -> list[ColumnElement[bool]]:
+    return [Organization.name.ilike(_like_pattern(q), escape="\\")] if q else []
+
+
+def last_run_id_column() -> ColumnElement[int | None]:
+    """Per-tenant correlated max(id): one backward probe of ix_tune_runs_org_id_id each."""
+    return (
+        select(func.max(TuneRun.id))
+        .where(TuneRun.org_id == Organization.id)
+        .correlate(Organization)
+        .scalar_subquery()
+    )
+
+
+def _volume_subquery(since: date) -> Subquery:
+    return (
+        select(
+            SignalDailyCount.org_id.label("org_id"),
+            func.sum(SignalDailyCount.count).label("volume"),
+        )
+        .where(
+            SignalDailyCount.kind == SignalKind.ENGAGE.value,
+            SignalDailyCount.day >= since,
+        )
+        .group_by(SignalDailyCount.org_id)
+        .subquery()
+    )
+
+
+def load(
+    *,
+    now: datetime,
+    days: int,
+    q: str = "",
+    sort: Sort = Sort.NAME,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+) -> OverviewPage:
+    """One page of tenants with their volume, daily chart, calibration count and last run."""
+    q = q.strip()[:100]
+    since, today = window(now, days)
+    filters = _name_filter(q)
+    total = db.session.execute(
+        select(func.count()).select_from(Organization).where(*filters)
+    ).scalar_one()
+    pages = max(1, -(-total // per_page))
+    page = min(max(page, 1), pages)
+
+    volume = _volume_subquery(since)
+    last_id = last_run_id_column().label("last_run_id")
+    volume_col = func.coalesce(volume.c.volume, 0).label("volume")
+    stmt = (
+        select(Organization.id, Organization.slug, Organization.name, volume_col, last_id)
+        .outerjoin(volume, volume.c.org_id == Organization.id)
+        .where(*filters)
+    )
+    if sort is Sort.VOLUME:
+        stmt = stmt.order_by(volume_col.desc(), Organization.name, Organization.id)
+    elif sort is Sort.LAST_RUN:
+        stmt = stmt.order_by(func.coalesce(last_id, 0).desc(), Organization.name, Organization.id)
+    else:
+        stmt = stmt.order_by(Organization.name, Organization.id)
+    base_rows = db.session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).all()
+    org_ids = [r.id for r in base_rows]
+
+    daily: dict[int, dict[date, int]] = {oid: {} for oid in org_ids}
+    calibrations: dict[int, int] = {}
+    runs: dict[int, TuneRun] = {}
+    if org_ids:
+        for org_id, day, count in db.session.execute(
+            select(SignalDailyCount.org_id, SignalDailyCount.day, func.sum(SignalDailyCount.count))
+            .where(
+                SignalDailyCount.org_id.in_(org_ids),
+                SignalDailyCount.kind == SignalKind.ENGAGE.value,
+                SignalDailyCount.day >= since,
+            )
+            .group_by(SignalDailyCount.org_id, SignalDailyCount.day)
+        ):
+            daily[org_id][day] = int(count)
+        calibrations = {
+            org_id: int(count)
+            for org_id, count in db.session.execute(
+                select(Calibration.org_id, func.count())
+                .where(Calibration.org_id.in_(org_ids))
+                .group_by(Calibration.org_id)
+            )
+        }
+        run_ids = [r.last_run_id for r in base_rows if r.last_run_id is not None]
+        if run_ids:
+            runs = {
+                run.org_id: run
+                for run in db.session.execute(select(TuneRun).where(TuneRun.id.in_(run_ids)))
+                .scalars()
+                .all()
+            }
+
+    latest = select(func.max(TuneRun.id)).group_by(TuneRun.org_id)
+    failed_count = db.session.execute(
+        select(func.count())
+        .select_from(TuneRun)
+        .where(TuneRun.id.in_(latest), TuneRun.state == RunState.FAILED.value)
+    ).scalar_one()
+
+    day_list = [since + timedelta(days=i) for i in range(days)]
+    rows = [
+        TenantRow(
+            org_id=r.id,
+            slug=r.slug,
+            name=r.name,
+            volume=int(r.volume or 0),
+            daily=[daily[r.id].get(d, 0) for d in day_list],
+            calibrations=calibrations.get(r.id, 0),
+            last_run=runs.get(r.id),
+        )
+        for r in base_rows
+    ]
+    return OverviewPage(
+        rows=rows,
+        total=total,
+        page=page,
+        per_page=per_page,
+        q=q,
+        sort=sort,
+        days=days,
+        since=since,
+        today=today,
+        failed_count=int(failed_count),
+    )

@@ -1,0 +1,259 @@
+"""The tenant page read model: calibrations that explain themselves, daily charts, run history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import select
+
+from dashboard import formatting
+from dashboard.charts import DELIVER_COLOR, ENGAGE_COLOR, LineChart, line_chart
+from dashboard.extensions import db
+from dashboard.models import (
+    Calibration,
+    Organization,
+    RunState,
+    SignalDailyCount,
+    SignalKind,
+    TuneRun,
+)
+from dashboard.overview import window
+from dashboard.timeutil import as_utc, iso
+
+# A rate or ratio resting on fewer signals than this is flagged "low sample".
+LOW_SAMPLE_THRESHOLD = 30
+CHART_RANGES = (30, 60, 90)
+HISTORY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class CalibrationView:
+    row: Calibration
+    kind: str
+    feature: str
+    display: str
+    previous_display: str
+    change: float | None
+    change_text: str
+    age: str
+    stale: bool
+    low_sample: bool
+
+    @property
+    def unit(self) -> str:
+        return formatting.unit_of(self.kind)
+
+
+@dataclass(frozen=True)
+class TenantPage:
+    org: Organization
+    calibrations: list[CalibrationView]
+    last_success: TuneRun | None
+    history: list[TuneRun]
+    charts: list[LineChart]
+    days: int
+    since: date
+    today: date
+
+    @property
+    def active_run(self) -> TuneRun | None:
+        return next((r for r in self.history if RunState(r.state).active), None)
+
+    @property
+    def last_run(self) -> TuneRun | None:
+        return self.history[0] if self.history else None
+
+
+def get_org(slug: str) -> Organization | None:
+    return db.session.execute(
+        select(Organization).where(Organization.slug == slug)
+    ).scalar_one_or_none()
+
+
+def parse_range(raw: str | None) -> int:
+    try:
+        days = int(raw or CHART_RANGES[0])
+    except ValueError:
+        return CHART_RANGES[0]
+    return days if days in CHART_RANGES else CHART_RANGES[0]
+
+
+def last_success(org_id: int) -> TuneRun | None:
+    return db.session.execute(
+        select(TuneRun)
+        .where(TuneRun.org_id == org_id, TuneRun.state == RunState.SUCCEEDED.value)
+        .order_by(TuneRun.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def is_stale(cal: Calibration, success: TuneRun | None) -> bool:
+    """Older than the tenant's last successful run: that run had no signals for its feature."""
+    if success is None:
+        return False
+    if cal.run_id is not None:
+        return cal.run_id < success.id
+    started = success.started_at or success.enqueued_at
+    return as_utc(cal.computed_at) < as_utc(started)
+
+
+def calibration_views(
+    rows: Iterable[Calibration], success: TuneRun | None, now: datetime
+) -> list[CalibrationView]:
+    views = []
+    for cal in rows:
+        kind, feature = formatting.split_key(cal.key)
+        change = formatting.change_pct(cal.value, cal.previous_value)
+        views.append(
+            CalibrationView(
+                row=cal,
+                kind=kind,
+                feature=feature,
+                display=formatting.format_value(kind, cal.value),
+                previous_display=(
+                    formatting.format_value(kind, cal.previous_value)
+                    if cal.previous_value is not None
+                    else ""
+                ),
+                change=change,
+                change_text=formatting.format_change(change),
+                age=formatting.ago(cal.computed_at, now),
+                stale=is_stale(cal, success),
+                low_sample=cal.sample_size < LOW_SAMPLE_THRESHOLD,
+            )
+        )
+    # Features together (rate then ratio), so a row reads "mention: 2.1/day, 64%".
+    views.sort(key=lambda v: (v.feature, v.kind))
+    return views
+
+
+def load_calibrations(org_id: int) -> list[Calibration]:
+    return list(
+        db.session.execute(
+            select(Calibration).where(Calibration.org_id == org_id).order_by(Calibration.key)
+        )
+        .scalars()
+        .all()
+    )
+
+
+def history(org_id: int, limit: int = HISTORY_LIMIT) -> list[TuneRun]:
+    return list(
+        db.session.execute(
+            select(TuneRun).where(TuneRun.org_id == org_id).order_by(TuneRun.id.desc()).limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+
+
+def feature_charts(org_id: int, now: datetime, days: int) -> tuple[list[LineChart], date, date]:
+    """One small chart per feature: ENGAGE (solid) and DELIVER (dashed), one point a day."""
+    since, today = window(now, days)
+    counts: dict[str, dict[str, dict[date, int]]] = {}
+    for kind, feature, day, count in db.session.execute(
+        select(
+            SignalDailyCount.kind,
+            SignalDailyCount.feature,
+            SignalDailyCount.day,
+            SignalDailyCount.count,
+        ).where(SignalDailyCount.org_id == org_id, SignalDailyCount.day >= since)
+    ):
+        counts.setdefault(feature, {}).setdefault(kind, {})[day] = int(count)
+    day_list = [since + timedelta(days=i) for i in range(days)]
+    engage, deliver = SignalKind.ENGAGE.value, SignalKind.DELIVER.value
+    charts = []
+    for feature in sorted(counts, key=lambda f: -sum(counts[f].get(engage, {}).values())):
+        by_kind = counts[feature]
+        charts.append(
+            line_chart(
+                feature,
+                day_list,
+                {
+                    engage: [by_kind.get(engage, {}).get(d, 0) for d in day_list],
+                    deliver: [by_kind.get(deliver, {}).get(d, 0) for d in day_list],
+                },
+                colors={engage: ENGAGE_COLOR, deliver: DELIVER_COLOR},
+                dashed=(deliver,),
+            )
+        )
+    return charts, since, today
+
+
+def load(org: Organization, now: datetime, days: int) -> TenantPage:
+    success = last_success(org.id)
+    charts, since, today = feature_charts(org.id, now, days)
+    return TenantPage(
+        org=org,
+        calibrations=calibration_views(load_calibrations(org.id), success, now),
+        last_success=success,
+        history=history(org.id),
+        charts=charts,
+        days=days,
+        since=since,
+        today=today,
+    )
+
+
+CSV_COLUMNS = (
+    "key",
+    "feature",
+    "kind",
+    "value",
+    "unit",
+    "sample_size",
+    "distinct_users",
+    "window_days",
+    "computed_at",
+    "previous_value",
+    "previous_computed_at",
+    "run_id",
+)
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    # Spreadsheet formula injection: a text cell must never start a formula.
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def calibrations_csv(rows: Iterable[Calibration]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for cal in rows:
+        kind, feature = formatting.split_key(cal.key)
+        writer.writerow(
+            [
+                _cell(v)
+                for v in (
+                    cal.key,
+                    feature,
+                    kind,
+                    repr(cal.value),
+                    formatting.unit_of(kind),
+                    cal.sample_size,
+                    cal.distinct_users,
+                    cal.window_days,
+                    iso(cal.computed_at),
+                    None if cal.previous_value is None else repr(cal.previous_value),
+                    iso(cal.previous_computed_at),
+                    cal.run_id,
+                )
+            ]
+        )
+    return out.getvalue()
