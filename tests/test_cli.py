@@ -6,7 +6,15 @@ import pytest
 from sqlalchemy import func, select
 
 from dashboard.extensions import db
-from dashboard.models import ApiToken, LoopSignal, Notification, Organization, OrgMembership, User
+from dashboard.models import (
+    ApiToken,
+    LoopSignal,
+    Notification,
+    Organization,
+    OrgMembership,
+    SignalDailyCount,
+    User,
+)
 from dashboard.tokens import hash_token
 
 
@@ -144,6 +152,7 @@ def test_demo_seed_is_meaningful_and_idempotent(runner):
     )
     assert kinds["DELIVER"] == notifications
     assert 0 < kinds["ENGAGE"] < notifications
+    assert signals == kinds["DELIVER"] + kinds["ENGAGE"]
     # Several features and 60 days of history.
     assert (
         db.session.execute(select(func.count(func.distinct(LoopSignal.feature)))).scalar_one() >= 4
@@ -152,6 +161,17 @@ def test_demo_seed_is_meaningful_and_idempotent(runner):
         select(OrgMembership.user_id).group_by(OrgMembership.user_id).having(func.count() > 1)
     ).all()
     assert multi, "some users belong to more than one tenant"
+
+    # A weekly rhythm: people read at work.
+    engage_days = db.session.execute(
+        select(SignalDailyCount.day, func.sum(SignalDailyCount.count))
+        .where(SignalDailyCount.kind == "ENGAGE")
+        .group_by(SignalDailyCount.day)
+    ).all()
+    assert len(engage_days) >= 59
+    weekday = [n for day, n in engage_days if day.weekday() < 5]
+    weekend = [n for day, n in engage_days if day.weekday() >= 5]
+    assert sum(weekday) / len(weekday) > 2 * sum(weekend) / len(weekend)
 
     second = invoke(runner, "demo", "seed")
     assert second.exit_code == 0
