@@ -6,7 +6,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from dashboard import accounts, demo
+from dashboard import accounts, cli_jobs, demo
 from dashboard import tokens as api_tokens
 from dashboard.accounts import AccountError
 from dashboard.extensions import db
@@ -106,3 +106,4 @@ def demo_seed() -> None:
 def init_app(app: Flask) -> None:
     for group in (users_cli, orgs_cli, tokens_cli, demo_cli):
         app.cli.add_command(group)
+    cli_jobs.init_app(app)

@@ -1,0 +1,429 @@
+"""The tune job: a tenant's ENGAGE/DELIVER signals of a window become per-feature calibrations."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from flask import current_app
+from rq import get_current_job
+from sqlalchemy import Engine, and_, distinct, func, literal_column, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import aliased
+
+from dashboard import rollup
+from dashboard.config import loops_enabled
+from dashboard.extensions import db
+from dashboard.models import (
+    ACTIVE_RUN_STATES,
+    ONCE_PER_SUBJECT_KINDS,
+    Calibration,
+    LoopSignal,
+    Organization,
+    RunState,
+    SignalKind,
+    TuneRun,
+)
+from dashboard.timeutil import utcnow
+from jobs import constants, settings
+
+log = logging.getLogger(__name__)
+
+Number = int | float
+
+
+# --- the pure math ------------------------------------------------------------
+
+
+def compute_engagement_scale(count: Number, days: Number) -> float:
+    """Signals per day: ``count / days`` rounded to 4 decimals.
+
+    0.0 for days <= 0, count <= 0, or any non-finite input (SPEC §6). Pure.
+    """
+    try:
+        c, d = float(count), float(days)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if not (math.isfinite(c) and math.isfinite(d)) or c <= 0 or d <= 0:
+        return 0.0
+    rate = round(c / d, 4)
+    return rate if math.isfinite(rate) else 0.0
+
+
+def compute_engagement_ratio(engaged: Number, delivered: Number) -> float:
+    """Fraction of delivered notifications first-read: 0..1, 4 decimals; 0.0 if none delivered."""
+    try:
+        e, d = float(engaged), float(delivered)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if not (math.isfinite(e) and math.isfinite(d)) or d <= 0 or e <= 0:
+        return 0.0
+    return round(min(e, d) / d, 4)
+
+
+# --- what a run computes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureCalibration:
+    """One calibration a run would write."""
+
+    key: str
+    value: float
+    sample_size: int
+    distinct_users: int
+
+
+@dataclass(frozen=True)
+class CalibrationChange:
+    """What a run would change for one key (dry run)."""
+
+    key: str
+    old_value: float | None
+    new_value: float
+    sample_size: int
+    distinct_users: int
+    old_sample_size: int | None = None
+
+    @property
+    def change_pct(self) -> float | None:
+        if self.old_value is None or self.old_value == 0:
+            return None
+        return round((self.new_value - self.old_value) / self.old_value * 100, 1)
+
+
+@dataclass(frozen=True)
+class TenantResult:
+    """How one tenant's run ended."""
+
+    org_id: int
+    run_id: int
+    state: str
+    calibrations_written: int
+    ms: int
+    error: str | None = None
+
+
+def compute_calibrations(
+    org_id: int, now: datetime, lookback_days: int
+) -> list[FeatureCalibration]:
+    """Aggregate the window ``[now - lookback, now)`` in the database (GROUP BY feature).
+
+    ``engagement-rate:<f>`` = ENGAGE signals per day; ``engagement-ratio:<f>`` = of
+    the notifications delivered (DELIVER) in the window, the fraction that have an
+    ENGAGE (a first read) before ``now``. Features without signals yield nothing.
+    """
+    since = now - timedelta(days=lookback_days)
+    engage = (
+        select(LoopSignal.feature, func.count(), func.count(distinct(LoopSignal.user_id)))
+        .where(
+            LoopSignal.org_id == org_id,
+            LoopSignal.kind == SignalKind.ENGAGE.value,
+            LoopSignal.created_at >= since,
+            LoopSignal.created_at < now,
+        )
+        .group_by(LoopSignal.feature)
+    )
+    delivered = aliased(LoopSignal)
+    read = aliased(LoopSignal)
+    ratio = (
+        select(
+            delivered.feature,
+            func.count(),
+            func.count(read.id),
+            func.count(distinct(delivered.user_id)),
+        )
+        .select_from(delivered)
+        .outerjoin(
+            read,
+            and_(
+                # Literal kinds, repeating the partial unique index's predicate:
+                # SQLite uses uq_loop_signals_once_per_subject only when the query
+                # states that predicate verbatim (and not through bound parameters).
+                read.kind.in_([literal_column(f"'{k}'") for k in ONCE_PER_SUBJECT_KINDS]),
+                read.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
+                read.subject_id == delivered.subject_id,
+                read.created_at < now,
+            ),
+        )
+        .where(
+            delivered.org_id == org_id,
+            delivered.kind == SignalKind.DELIVER.value,
+            delivered.created_at >= since,
+            delivered.created_at < now,
+        )
+        .group_by(delivered.feature)
+    )
+    out: list[FeatureCalibration] = []
+    for feature, count, users in db.session.execute(engage):
+        out.append(
+            FeatureCalibration(
+                key=f"{constants.RATE_PREFIX}{feature}",
+                value=compute_engagement_scale(count, lookback_days),
+                sample_size=int(count),
+                distinct_users=int(users),
+            )
+        )
+    for feature, sent, engaged, users in db.session.execute(ratio):
+        out.append(
+            FeatureCalibration(
+                key=f"{constants.RATIO_PREFIX}{feature}",
+                value=compute_engagement_ratio(engaged, sent),
+                sample_size=int(sent),
+                distinct_users=int(users),
+            )
+        )
+    return sorted(out, key=lambda c: c.key)
+
+
+def _current(org_id: int, keys: list[str]) -> dict[str, Calibration]:
+    if not keys:
+        return {}
+    rows = db.session.execute(
+        select(Calibration).where(Calibration.org_id == org_id, Calibration.key.in_(keys))
+    ).scalars()
+    return {row.key: row for row in rows}
+
+
+def dry_run(org_id: int, now: datetime) -> list[CalibrationChange]:
+    """What a run at ``now`` would write for this tenant, against current values. Writes nothing."""
+    computed = compute_calibrations(org_id, now, settings.lookback_days())
+    current = _current(org_id, [c.key for c in computed])
+    changes = []
+    for c in computed:
+        old = current.get(c.key)
+        changes.append(
+            CalibrationChange(
+                key=c.key,
+                old_value=old.value if old else None,
+                new_value=c.value,
+                sample_size=c.sample_size,
+                distinct_users=c.distinct_users,
+                old_sample_size=old.sample_size if old else None,
+            )
+        )
+    db.session.rollback()
+    return changes
+
+
+def _write(
+    org_id: int, run_id: int, computed: list[FeatureCalibration], now: datetime, window: int
+) -> int:
+    """Create or update in place (same row id), keeping what each value replaced."""
+    current = _current(org_id, [c.key for c in computed])
+    delay = settings.test_delay_s()
+    for i, c in enumerate(computed):
+        row = current.get(c.key)
+        if row is None:
+            db.session.add(
+                Calibration(
+                    org_id=org_id,
+                    key=c.key,
+                    value=c.value,
+                    sample_size=c.sample_size,
+                    window_days=window,
+                    computed_at=now,
+                    distinct_users=c.distinct_users,
+                    run_id=run_id,
+                )
+            )
+        else:
+            row.previous_value = row.value
+            row.previous_sample_size = row.sample_size
+            row.previous_computed_at = row.computed_at
+            row.previous_run_id = row.run_id
+            row.value = c.value
+            row.sample_size = c.sample_size
+            row.window_days = window
+            row.computed_at = now
+            row.distinct_users = c.distinct_users
+            row.run_id = run_id
+        if i == 0 and delay > 0:
+            # TEST-ONLY hook (TUNE_TEST_DELAY_S): stall half-way through the
+            # tenant's writes so a test can kill the worker mid-transaction.
+            db.session.flush()
+            time.sleep(delay)
+    db.session.flush()
+    return len(computed)
+
+
+# --- per-tenant orchestration ------------------------------------------------
+
+
+def _job_id() -> str | None:
+    job = get_current_job()
+    return job.id if job else None
+
+
+def _state_of(run_id: int) -> str:
+    state = db.session.execute(select(TuneRun.state).where(TuneRun.id == run_id)).scalar()
+    return str(state) if state else "missing"
+
+
+def _finish(run_id: int, state: RunState, *, error: str | None = None, written: int = 0) -> bool:
+    """Record the end of a running run; False if it was no longer running (swept)."""
+    result = db.session.execute(
+        update(TuneRun)
+        .where(TuneRun.id == run_id, TuneRun.state == RunState.RUNNING.value)
+        .values(
+            state=state.value,
+            finished_at=utcnow(),
+            heartbeat_at=utcnow(),
+            calibrations_written=written,
+            error=error[: constants.ERROR_MAX_CHARS] if error else None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def tune_tenant(org_id: int, run_id: int, now: datetime) -> TenantResult:
+    """Run one tenant's tuning for run ``run_id``: claim, compute, write — one transaction.
+
+    The run must be ``queued``; it is claimed (``running``) in its own commit, then
+    the calibrations, the chart rollup and the run's ``succeeded`` are one
+    transaction: a tenant is never half-written. Any error fails only this tenant.
+    """
+    started = time.perf_counter()
+    job_id = _job_id()
+
+    def result(state: str, written: int = 0, error: str | None = None) -> TenantResult:
+        ms = int((time.perf_counter() - started) * 1000)
+        log_fn = log.warning if state == RunState.FAILED.value else log.info
+        log_fn(
+            "event=tune_tenant org=%s run=%s state=%s calibrations=%d ms=%d job=%s%s",
+            org_id,
+            run_id,
+            state,
+            written,
+            ms,
+            job_id,
+            f" error={error!r}" if error else "",
+        )
+        return TenantResult(org_id, run_id, state, written, ms, error)
+
+    claimed = db.session.execute(
+        update(TuneRun)
+        .where(
+            TuneRun.id == run_id,
+            TuneRun.org_id == org_id,
+            TuneRun.state == RunState.QUEUED.value,
+        )
+        .values(state=RunState.RUNNING.value, started_at=utcnow(), heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    db.session.commit()
+    if not claimed:
+        # Already taken (a duplicate delivery of the job) or swept: not ours to run.
+        return result(_state_of(run_id), error="run was not queued; left alone")
+
+    if not loops_enabled(current_app.config.get("LOOPS_ENABLED")):
+        _finish(run_id, RunState.SKIPPED, error=None)
+        db.session.commit()
+        return result(RunState.SKIPPED.value)
+
+    window = settings.lookback_days()
+    try:
+        failing = settings.test_fail_tenants()
+        if failing:
+            slug = db.session.get(Organization, org_id)
+            if slug is not None and slug.slug in failing:
+                raise RuntimeError(
+                    f"test hook: tuning of {slug.slug} fails (TUNE_TEST_FAIL_TENANTS)"
+                )
+        computed = compute_calibrations(org_id, now, window)
+        written = _write(org_id, run_id, computed, now, window)
+        rollup.refresh(org_id, (now - timedelta(days=window)).date())
+        if not _finish(run_id, RunState.SUCCEEDED, written=written):
+            db.session.rollback()
+            return result(_state_of(run_id), error="run was swept while working; nothing written")
+        db.session.commit()
+        return result(RunState.SUCCEEDED.value, written)
+    except Exception as exc:
+        db.session.rollback()
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("event=tune_tenant_error org=%s run=%s job=%s", org_id, run_id, job_id)
+        try:
+            _finish(run_id, RunState.FAILED, error=error)
+            db.session.commit()
+        except SQLAlchemyError:
+            db.session.rollback()
+            log.exception("event=tune_tenant_record_failure org=%s run=%s", org_id, run_id)
+        return result(RunState.FAILED.value, error=error)
+
+
+class Heartbeat:
+    """Bumps ``heartbeat_at`` of a job's active runs from a thread while the job works.
+
+    Its own connection and autocommit, so it beats even while a tenant's long
+    aggregation holds the main transaction. When the process dies the beats stop,
+    and the sweep fails the runs (see constants: at most 75 s after the kill).
+    """
+
+    def __init__(self, engine: Engine, run_ids: list[int], interval_s: float) -> None:
+        self.engine = engine
+        self.run_ids = list(run_ids)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tune-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(TuneRun)
+                    .where(TuneRun.id.in_(self.run_ids), TuneRun.state.in_(ACTIVE_RUN_STATES))
+                    .values(heartbeat_at=utcnow())
+                )
+        except SQLAlchemyError as exc:
+            log.warning("event=heartbeat_failed runs=%d error=%s", len(self.run_ids), exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        if self.run_ids:
+            self.beat()
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + 35)
+
+
+def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[TenantResult]:
+    """Tune the tenants of these queued runs, one after another, under one heartbeat."""
+    org_of = {
+        int(run_id): int(org_id)
+        for run_id, org_id in db.session.execute(
+            select(TuneRun.id, TuneRun.org_id).where(TuneRun.id.in_(run_ids))
+        )
+    }
+    db.session.rollback()
+    results: list[TenantResult] = []
+    with Heartbeat(db.engine, [r for r in run_ids if r in org_of], settings.heartbeat_s()):
+        for run_id in run_ids:
+            if run_id not in org_of:
+                log.warning("event=run_missing run=%s job=%s", run_id, _job_id())
+                continue
+            results.append(tune_tenant(org_of[run_id], run_id, now or utcnow()))
+    return results
+
+
+def perform_runs(run_ids: list[int]) -> list[dict[str, Any]]:
+    """RQ entry point (takes ids, never ORM objects); runs inside the worker's app context."""
+    return [asdict(r) for r in perform_runs_now([int(r) for r in run_ids])]

@@ -1,0 +1,81 @@
+"""The RQ worker: runs each job inside the Flask app context and sweeps abandoned runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask
+from rq import Queue
+from rq.executions import Execution
+from rq.job import Job
+from rq.worker import SimpleWorker
+
+from dashboard.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """A daemon thread that fails abandoned runs every ``interval_s`` seconds."""
+
+    def __init__(self, app: Flask, interval_s: float) -> None:
+        self.app = app
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tune-sweeper", daemon=True)
+
+    def sweep_once(self) -> int:
+        from jobs.runs import sweep_abandoned
+
+        with self.app.app_context():
+            return sweep_abandoned(utcnow())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("event=sweep_failed where=worker")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+class AppWorker(SimpleWorker):
+    """An RQ worker that performs jobs in-process inside ``app``'s context.
+
+    In-process (no fork per job): a tenant's tuning takes milliseconds, so a fork,
+    a fresh database pool and a re-import per job would cost more than the work.
+    The app is created once per worker process by whoever builds the worker (the
+    ``rq worker`` command passes the app it already has), never at import time.
+    A worker process killed mid-job leaves its runs to the heartbeat sweep.
+    """
+
+    def __init__(
+        self, *args: Any, app: Flask, sweep_interval_s: float | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+        self.sweep_interval_s = sweep_interval_s
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        with self.app.app_context():
+            return super().perform_job(job, queue, execution)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        sweeper = None
+        if self.sweep_interval_s:
+            sweeper = Sweeper(self.app, self.sweep_interval_s)
+            sweeper.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
