@@ -219,7 +219,18 @@ def seed(
     for org, _, _ in orgs:
         rollup.refresh(org.id, (start - timedelta(days=1)).date())
     db.session.commit()
+    _tune_all(echo, now)
     return SeedSummary(len(orgs), user_count + 2, len(notification_rows), signals)
+
+
+def _tune_all(echo: Callable[[str], Any], now: datetime) -> None:
+    """Tune every tenant in-process, so a fresh `make run` shows calibrations and run history."""
+    from dashboard.models import RunTrigger
+    from jobs.runs import run_in_process
+
+    results, _ = run_in_process(None, trigger=RunTrigger.CLI, requested_by="demo seed", now=now)
+    states = sorted({r.state for r in results})
+    echo(f"  tuned {len(results)} tenants ({', '.join(states) or 'none'})")
 
 
 def _title(feature: str, rng: random.Random) -> str:

@@ -31,6 +31,7 @@ fi
 cat <<MSG
 
   engagement-loops is starting at  http://127.0.0.1:${PORT}/
+  Processes (Procfile.dev): web, an RQ worker, the scheduler (weekly tune, cron in UTC)
   Demo logins:  admin@example.com / demo-admin-pass   (admin: can press Run now)
                 viewer@example.com / demo-viewer-pass (viewer: read-only)
   API token for a demo member:  $BIN/flask tokens create ana.0@acme.example.com
