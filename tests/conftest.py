@@ -37,6 +37,8 @@ from dashboard.tokens import create_token
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TEST_PASSWORD = "correct-horse-battery"
 
+pytest_plugins = ["fixtures.jobs"]
+
 
 def _server_url() -> str | None:
     url = os.environ.get("DATABASE_URL", "")

@@ -1,0 +1,383 @@
+"""The tune job: the math (SPEC §6), per-tenant orchestration, ratio, dry run, atomicity."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import pytest
+from fixtures.jobs import NOW, fresh_run
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
+
+from dashboard.extensions import db
+from dashboard.models import Calibration, RunState, RunTrigger, SignalDailyCount, TuneRun
+from jobs import tune_engagement
+from jobs.runs import create_queued_runs, run_in_process
+from jobs.tune_engagement import (
+    compute_engagement_ratio,
+    compute_engagement_scale,
+    dry_run,
+    tune_tenant,
+)
+
+DAY = timedelta(days=1)
+
+# --- the math: the seed's six, then properties ----------------------------------
+
+
+def test_rate_is_signals_per_day() -> None:
+    assert compute_engagement_scale(60, 30) == 2.0
+    assert compute_engagement_scale(15, 30) == 0.5
+
+
+def test_rate_is_zero_for_non_positive_days() -> None:
+    assert compute_engagement_scale(10, 0) == 0.0
+    assert compute_engagement_scale(10, -7) == 0.0
+
+
+def test_rate_is_zero_for_non_positive_count() -> None:
+    assert compute_engagement_scale(0, 30) == 0.0
+    assert compute_engagement_scale(-5, 30) == 0.0
+
+
+def test_rate_is_rounded_to_four_decimals() -> None:
+    assert compute_engagement_scale(1, 3) == 0.3333
+    assert compute_engagement_scale(2, 3) == 0.6667
+    assert compute_engagement_scale(10, 7) == 1.4286
+
+
+def test_rate_is_zero_for_non_finite_input() -> None:
+    for count, days in [
+        (math.nan, 30),
+        (10, math.nan),
+        (math.inf, 30),
+        (10, math.inf),
+        (-math.inf, 1),
+    ]:
+        assert compute_engagement_scale(count, days) == 0.0
+
+
+def test_rate_accepts_fractional_counts_and_days() -> None:
+    assert compute_engagement_scale(7.5, 2.5) == 3.0
+    assert compute_engagement_scale(1, 30) == 0.0333
+
+
+finite = st.floats(allow_nan=True, allow_infinity=True)
+realistic_count = st.integers(min_value=-1000, max_value=10**9)
+realistic_days = st.floats(min_value=-10, max_value=3650, allow_nan=False)
+
+
+@given(finite, finite)
+def test_rate_is_never_negative_nan_or_infinite(count: float, days: float) -> None:
+    rate = compute_engagement_scale(count, days)
+    assert math.isfinite(rate)
+    assert rate >= 0.0
+
+
+@given(realistic_count, realistic_days)
+def test_rate_has_at_most_four_decimals(count: int, days: float) -> None:
+    rate = compute_engagement_scale(count, days)
+    assert round(rate, 4) == rate
+
+
+@given(realistic_count, realistic_count, st.integers(min_value=1, max_value=3650))
+def test_rate_is_monotone_in_count(a: int, b: int, days: int) -> None:
+    low, high = sorted((a, b))
+    assert compute_engagement_scale(low, days) <= compute_engagement_scale(high, days)
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=10**6))
+def test_ratio_is_a_fraction_with_four_decimals(engaged: int, delivered: int) -> None:
+    ratio = compute_engagement_ratio(engaged, delivered)
+    assert 0.0 <= ratio <= 1.0
+    assert round(ratio, 4) == ratio
+    if delivered == 0:
+        assert ratio == 0.0
+
+
+def test_ratio_examples() -> None:
+    assert compute_engagement_ratio(3, 4) == 0.75
+    assert compute_engagement_ratio(1, 3) == 0.3333
+    assert compute_engagement_ratio(0, 5) == 0.0
+    assert compute_engagement_ratio(5, 0) == 0.0
+
+
+# --- orchestration ---------------------------------------------------------------
+
+
+def calibrations(org_id: int) -> dict[str, Calibration]:
+    db.session.rollback()
+    rows = db.session.execute(
+        select(Calibration)
+        .where(Calibration.org_id == org_id)
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return {c.key: c for c in rows}
+
+
+def tune(org_ids: list[int] | None = None, now=NOW):  # type: ignore[no-untyped-def]
+    results, _ = run_in_process(org_ids, trigger=RunTrigger.CLI, requested_by="test", now=now)
+    return {r.org_id: r for r in results}
+
+
+def test_loops_disabled_records_skipped_runs_and_writes_nothing(app, make, signals) -> None:
+    org = make.org()
+    signals.engage(org, "mention", NOW - DAY)
+    for value in ("false", "TRUE", "1", "yes", ""):
+        app.config["LOOPS_ENABLED"] = value
+        result = tune([org.id])[org.id]
+        assert result.state == RunState.SKIPPED.value
+        assert fresh_run(result.run_id).state == "skipped"
+        assert fresh_run(result.run_id).finished_at is not None
+    assert calibrations(org.id) == {}
+
+
+def test_every_tenant_is_tuned(make, signals) -> None:
+    orgs = [make.org(f"tenant-{i}") for i in range(3)]
+    for i, org in enumerate(orgs):
+        signals.engage_many(org, "mention", NOW - 2 * DAY, 30 * (i + 1))
+    results = tune()
+    assert set(results) == {o.id for o in orgs}
+    for i, org in enumerate(orgs):
+        assert results[org.id].state == "succeeded"
+        assert results[org.id].calibrations_written == 1
+        assert calibrations(org.id)["engagement-rate:mention"].value == float(i + 1)
+        run = fresh_run(results[org.id].run_id)
+        assert (run.trigger, run.requested_by, run.calibrations_written) == ("cli", "test", 1)
+        assert run.started_at is not None and run.finished_at is not None
+
+
+def test_one_failing_tenant_does_not_stop_the_others_nor_half_write(
+    make, signals, monkeypatch
+) -> None:
+    good_before, bad, good_after = make.org("a-good"), make.org("b-bad"), make.org("c-good")
+    for org in (good_before, bad, good_after):
+        signals.engage_many(org, "mention", NOW - DAY, 30)
+    real_refresh = tune_engagement.rollup.refresh
+
+    def refresh(org_id, since, until=None):  # type: ignore[no-untyped-def]
+        # Fails after this tenant's calibrations were already flushed.
+        if org_id == bad.id:
+            raise RuntimeError("disk on fire")
+        return real_refresh(org_id, since, until)
+
+    monkeypatch.setattr(tune_engagement.rollup, "refresh", refresh)
+    results = tune()
+    assert results[good_before.id].state == "succeeded"
+    assert results[good_after.id].state == "succeeded"
+    assert results[bad.id].state == "failed"
+    run = fresh_run(results[bad.id].run_id)
+    assert run.state == "failed"
+    assert run.error == "RuntimeError: disk on fire"
+    assert run.calibrations_written == 0
+    assert calibrations(bad.id) == {}  # rolled back as one transaction
+    assert "engagement-rate:mention" in calibrations(good_after.id)
+
+
+def test_signals_are_aggregated_per_feature(make, signals) -> None:
+    org, other = make.org(), make.org()
+    signals.engage_many(org, "mention", NOW - 3 * DAY, 45, users=9)
+    signals.engage_many(org, "comment.reply", NOW - 10 * DAY, 6, users=2)
+    signals.engage_many(other, "mention", NOW - DAY, 300)  # another tenant's: not counted
+    signals.delivery(org, "mention", NOW - 3 * DAY)  # a DELIVER is not an ENGAGE
+    result = tune([org.id])[org.id]
+    cal = calibrations(org.id)
+    assert cal["engagement-rate:mention"].value == 1.5
+    assert cal["engagement-rate:mention"].sample_size == 45
+    assert cal["engagement-rate:mention"].distinct_users == 9
+    assert cal["engagement-rate:mention"].window_days == 30
+    assert cal["engagement-rate:mention"].computed_at == NOW
+    assert cal["engagement-rate:mention"].run_id == result.run_id
+    assert cal["engagement-rate:comment.reply"].value == 0.2
+    assert cal["engagement-rate:comment.reply"].distinct_users == 2
+
+
+def test_lookback_window_is_half_open_thirty_days(make, signals) -> None:
+    org = make.org()
+    boundary = NOW - timedelta(days=30)
+    signals.engage(org, "mention", boundary)  # exactly at the boundary: in
+    signals.engage(org, "mention", boundary + timedelta(seconds=1))  # a second inside: in
+    signals.engage(org, "mention", boundary - timedelta(seconds=1))  # a second outside: out
+    signals.engage(org, "mention", NOW)  # at "now": out (the window ends before now)
+    signals.engage(org, "mention", NOW - timedelta(seconds=1))  # in
+    tune([org.id])
+    assert calibrations(org.id)["engagement-rate:mention"].sample_size == 3
+    assert calibrations(org.id)["engagement-rate:mention"].value == 0.1
+
+
+def test_lookback_follows_config(app, make, signals) -> None:
+    app.config["TUNE_LOOKBACK_DAYS"] = 7
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - 6 * DAY, 14)
+    signals.engage_many(org, "mention", NOW - 8 * DAY, 100)
+    tune([org.id])
+    cal = calibrations(org.id)["engagement-rate:mention"]
+    assert (cal.value, cal.sample_size, cal.window_days) == (2.0, 14, 7)
+
+
+def test_existing_rows_update_in_place_and_new_ones_are_created(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - DAY, 30)
+    first = tune([org.id], now=NOW)[org.id]
+    before = calibrations(org.id)["engagement-rate:mention"]
+    row_id = before.id
+    signals.engage_many(org, "mention", NOW + DAY - timedelta(hours=1), 30)
+    signals.engage_many(org, "report.ready", NOW + DAY - timedelta(hours=1), 3)
+    second = tune([org.id], now=NOW + DAY)[org.id]
+    cal = calibrations(org.id)
+    after = cal["engagement-rate:mention"]
+    assert after.id == row_id  # same row, updated in place
+    assert after.value == 2.0 and after.sample_size == 60
+    # It explains itself: what it replaced, and which runs wrote each.
+    assert (after.previous_value, after.previous_sample_size) == (1.0, 30)
+    assert after.previous_computed_at == NOW
+    assert (after.run_id, after.previous_run_id) == (second.run_id, first.run_id)
+    assert cal["engagement-rate:report.ready"].value == 0.1
+    assert cal["engagement-rate:report.ready"].previous_value is None
+    count = db.session.execute(
+        select(func.count()).select_from(Calibration).where(Calibration.org_id == org.id)
+    ).scalar_one()
+    assert count == 2
+
+
+def test_features_without_signals_keep_their_old_row(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "digest.weekly", NOW - 40 * DAY, 10)
+    signals.engage_many(org, "digest.weekly", NOW - 35 * DAY, 10)
+    signals.engage_many(org, "mention", NOW - DAY, 3)
+    tune([org.id], now=NOW - 20 * DAY)
+    old = calibrations(org.id)["engagement-rate:digest.weekly"]
+    tune([org.id], now=NOW)  # digest.weekly has no signals in this window
+    kept = calibrations(org.id)["engagement-rate:digest.weekly"]
+    assert (kept.id, kept.value, kept.computed_at) == (old.id, old.value, NOW - 20 * DAY)
+    assert calibrations(org.id)["engagement-rate:mention"].computed_at == NOW
+
+
+def test_engagement_ratio_is_the_share_of_deliveries_first_read(make, signals) -> None:
+    org = make.org()
+    t = NOW - 5 * DAY
+    signals.delivery(org, "mention", t, read_at=t + timedelta(hours=1), user_id=1)
+    signals.delivery(org, "mention", t, read_at=t + timedelta(hours=2), user_id=2)
+    signals.delivery(org, "mention", t, read_at=None, user_id=2)
+    signals.delivery(org, "mention", t, read_at=NOW + timedelta(hours=1), user_id=3)  # read later
+    # Delivered before the window: neither numerator nor denominator, even if read inside.
+    signals.delivery(org, "mention", NOW - 31 * DAY, read_at=NOW - DAY)
+    # Delivered but never read, for a feature nobody engaged with.
+    signals.delivery(org, "billing.alert", t)
+    tune([org.id])
+    cal = calibrations(org.id)
+    ratio = cal["engagement-ratio:mention"]
+    assert (ratio.value, ratio.sample_size, ratio.distinct_users) == (0.5, 4, 3)
+    assert cal["engagement-ratio:billing.alert"].value == 0.0
+    assert "engagement-rate:billing.alert" not in cal
+    # The rate counts ENGAGE in the window, including the one for the old delivery.
+    assert cal["engagement-rate:mention"].sample_size == 3
+
+
+def test_ratio_is_skipped_when_nothing_was_delivered(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - DAY, 5)
+    tune([org.id])
+    assert set(calibrations(org.id)) == {"engagement-rate:mention"}
+
+
+def test_ratio_rounds_to_four_decimals(make, signals) -> None:
+    org = make.org()
+    for i in range(3):
+        signals.delivery(org, "mention", NOW - DAY, read_at=NOW - DAY if i == 0 else None)
+    tune([org.id])
+    assert calibrations(org.id)["engagement-ratio:mention"].value == 0.3333
+
+
+def test_run_refreshes_the_daily_counts_the_charts_read(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - 2 * DAY, 4)
+    signals.delivery(org, "mention", NOW - 2 * DAY)
+    tune([org.id])
+    rows = db.session.execute(
+        select(SignalDailyCount.kind, SignalDailyCount.count).where(
+            SignalDailyCount.org_id == org.id, SignalDailyCount.day == (NOW - 2 * DAY).date()
+        )
+    ).all()
+    assert sorted(rows) == [("DELIVER", 1), ("ENGAGE", 4)]
+
+
+def test_dry_run_reports_changes_and_writes_nothing(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - DAY, 30, users=3)
+    tune([org.id], now=NOW)
+    signals.engage_many(org, "mention", NOW + DAY - timedelta(hours=1), 6)
+    signals.delivery(org, "task.assigned", NOW)
+    runs_before = db.session.execute(select(func.count()).select_from(TuneRun)).scalar_one()
+    changes = {c.key: c for c in dry_run(org.id, NOW + DAY)}
+    mention = changes["engagement-rate:mention"]
+    assert (mention.old_value, mention.new_value, mention.sample_size) == (1.0, 1.2, 36)
+    assert mention.change_pct == 20.0
+    assert mention.distinct_users == 3
+    ratio = changes["engagement-ratio:task.assigned"]
+    assert (ratio.old_value, ratio.new_value, ratio.change_pct) == (None, 0.0, None)
+    assert calibrations(org.id)["engagement-rate:mention"].value == 1.0
+    assert "engagement-ratio:task.assigned" not in calibrations(org.id)
+    assert db.session.execute(select(func.count()).select_from(TuneRun)).scalar_one() == (
+        runs_before
+    )
+
+
+def test_a_run_that_is_not_queued_is_left_alone(make, signals) -> None:
+    """A duplicate delivery of a job (or a swept run) never tunes twice."""
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - DAY, 30)
+    result = tune([org.id])[org.id]
+    before = calibrations(org.id)["engagement-rate:mention"]
+    again = tune_tenant(org.id, result.run_id, NOW + DAY)
+    assert again.state == "succeeded" and again.calibrations_written == 0
+    after = calibrations(org.id)["engagement-rate:mention"]
+    assert (after.computed_at, after.previous_value) == (before.computed_at, None)
+
+
+def test_a_run_swept_while_working_writes_nothing(app, make, signals, monkeypatch) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - DAY, 30)
+    _runs, created = create_queued_runs(
+        [org.id], trigger=RunTrigger.MANUAL, requested_by="t", now=NOW
+    )
+    real = tune_engagement.compute_calibrations
+
+    def swept_meanwhile(org_id, now, lookback_days):  # type: ignore[no-untyped-def]
+        # Another process (a status poll) declares the run abandoned mid-way.
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE tune_runs SET state='failed', error='abandoned: test' WHERE id=:i"),
+                {"i": created[0]},
+            )
+        return real(org_id, now, lookback_days)
+
+    monkeypatch.setattr(tune_engagement, "compute_calibrations", swept_meanwhile)
+    result = tune_tenant(org.id, created[0], NOW)
+    assert result.state == "failed"
+    assert fresh_run(created[0]).error == "abandoned: test"
+    assert calibrations(org.id) == {}
+
+
+def test_test_hook_fails_named_tenants(app, make, signals) -> None:
+    app.config["TUNE_TEST_FAIL_TENANTS"] = "bad-one"
+    bad, good = make.org("bad-one"), make.org("good-one")
+    for org in (bad, good):
+        signals.engage_many(org, "mention", NOW - DAY, 3)
+    results = tune()
+    assert results[bad.id].state == "failed"
+    assert "TUNE_TEST_FAIL_TENANTS" in (results[bad.id].error or "")
+    assert results[good.id].state == "succeeded"
+
+
+@pytest.mark.parametrize("lookback", [1, 30, 90])
+def test_the_rate_is_count_over_the_configured_window(app, make, signals, lookback) -> None:
+    app.config["TUNE_LOOKBACK_DAYS"] = lookback
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - timedelta(hours=1), 45)
+    tune([org.id])
+    assert calibrations(org.id)["engagement-rate:mention"].value == compute_engagement_scale(
+        45, lookback
+    )
