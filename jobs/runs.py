@@ -197,8 +197,16 @@ def request_runs(
 
 
 def request_failed_reruns(*, requested_by: str | None) -> list[TuneRun]:
-    """Re-run only the tenants whose latest run failed."""
-    latest = select(func.max(TuneRun.id)).group_by(TuneRun.org_id)
+    """Re-run only the tenants whose latest finished run failed.
+
+    A tenant already being re-run (its failed run followed by an active one) gets
+    that active run back, as with any repeated request.
+    """
+    latest = (
+        select(func.max(TuneRun.id))
+        .where(TuneRun.state.not_in(ACTIVE_RUN_STATES))
+        .group_by(TuneRun.org_id)
+    )
     org_ids = list(
         db.session.execute(
             select(TuneRun.org_id)
