@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
 
 def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -37,6 +38,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def discard_session() -> None:
+    """End the request's session even when its connection died under it.
+
+    A rollback on a connection the server dropped (crash, restart, failover)
+    raises; left to Flask-SQLAlchemy's own teardown it would escape the app as
+    gunicorn's HTML 500. Invalidate instead: the pool replaces the connection.
+    """
+    from dashboard.extensions import db
+
+    try:
+        db.session.remove()
+    except SQLAlchemyError:
+        db.session().invalidate()
+        db.session.remove()
+
+
 def init_engine(app: Flask, engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+
+
+def init_app(app: Flask) -> None:
+    # Registered after Flask-SQLAlchemy's teardown, so it runs first (teardowns run
+    # in reverse) and leaves that one nothing to roll back.
+    app.teardown_appcontext(lambda _exc: discard_session())

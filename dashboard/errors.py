@@ -76,9 +76,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Any:
-        from dashboard.extensions import db
+        from dashboard.database import discard_session
 
-        db.session.rollback()
+        discard_session()  # a plain rollback raises again on a dropped connection
         if _database_unavailable(exc):
             log.warning(
                 "event=database_unavailable path=%s error=%s", request.path, type(exc).__name__

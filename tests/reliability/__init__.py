@@ -1,0 +1,1 @@
+"""Fault, load and hostile-input tests against real processes (issue 6)."""

@@ -1,0 +1,118 @@
+"""Fixtures for fault tests: our own redis-server, PostgreSQL cluster and gunicorn processes.
+
+Every process here is started by the test, on a free port of 127.0.0.1, in its
+own process group, and killed by a finalizer. The machine's shared PostgreSQL
+and Redis are never stopped; on the shared Redis this suite owns db 9 only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from .procs import (
+    PG_BIN,
+    RELIABILITY_REDIS_URL,
+    Gunicorn,
+    PgCluster,
+    RedisServer,
+    as_postgres,
+    free_port,
+    kill_group,
+    migrate,
+)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    if server.process is not None:
+        kill_group(server.process, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+        pytest.skip("needs PostgreSQL 15 server binaries and runuser")
+    directory = Path(tempfile.mkdtemp(prefix="el-pg-"))
+    shutil.chown(directory, "postgres", "postgres")
+    cluster = PgCluster(directory, free_port())
+    as_postgres(
+        str(PG_BIN / "initdb"),
+        "-D",
+        str(cluster.data),
+        "-U",
+        "postgres",
+        "-A",
+        "trust",
+        "--no-sync",
+        "-E",
+        "UTF8",
+    )
+    # fsync off only spares the disk: a commit's WAL still reaches the kernel before
+    # the client hears "200", so an acknowledged read survives a server crash
+    # (pg_ctl stop -m immediate); it would not survive losing the machine.
+    with (cluster.data / "postgresql.conf").open("a") as conf:
+        conf.write("\nmax_connections = 300\nfsync = off\nshared_buffers = 128MB\n")
+    cluster.start()
+    try:
+        as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(cluster.port), "loops")
+        migrate(cluster.url)
+        yield cluster
+    finally:
+        if cluster.running():
+            cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``gunicorn(env={...})`` starts a server; every one is stopped at teardown."""
+    started: list[Gunicorn] = []
+
+    def start(env: Mapping[str, str], **kwargs: Any) -> Gunicorn:
+        server = Gunicorn(dict(env), tmp_path / f"gunicorn-{len(started)}.log", **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Redis]:
+    conn = Redis.from_url(RELIABILITY_REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def app_config(database_url: str) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": RELIABILITY_REDIS_URL,
+        "LOOPS_ENABLED": "true",
+        "RATELIMIT_ENABLED": False,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request: pytest.FixtureRequest, database_url: str) -> None:
+    """Fault tests marked postgres_only run once, in the PostgreSQL pass of the suite."""
+    if request.node.get_closest_marker("postgres_only") and not database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL pass only")

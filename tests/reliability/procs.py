@@ -1,0 +1,291 @@
+"""Process helpers for fault tests: redis-server, a PostgreSQL cluster, gunicorn, plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+RELIABILITY_REDIS_URL = os.environ.get("RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+# --- Redis -------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own that a test may kill and start again on the same port."""
+
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self.up, 10, what="redis-server to answer")
+
+    def up(self) -> bool:
+        conn = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        try:
+            return bool(conn.ping())
+        except Exception:
+            return False
+        finally:
+            conn.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            kill_group(self.process, signal.SIGKILL)
+        wait_for(lambda: not self.up(), 5, what="redis-server to stop")
+
+
+# --- PostgreSQL ----------------------------------------------------------------
+
+
+def as_postgres(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", "postgres", "--", *args],
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@dataclass
+class PgCluster:
+    """A throwaway PostgreSQL 15 cluster (run as the postgres OS user) that tests may stop."""
+
+    directory: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/loops"
+
+    def start(self) -> None:
+        as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
+            "start",
+        )
+
+    def stop(self, mode: str = "immediate") -> None:
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (
+            as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(self.data), "status", check=False
+            ).returncode
+            == 0
+        )
+
+
+# --- gunicorn ------------------------------------------------------------------
+
+
+@dataclass
+class Gunicorn:
+    """The real app under gunicorn in its own process group; its log kept for inspection."""
+
+    env: dict[str, str]
+    log_path: Path
+    workers: int = 2
+    threads: int = 8
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_healthy: bool = True) -> None:
+        self.port = self.port or free_port()
+        env = dict(os.environ)
+        env.update(
+            {
+                "SECRET_KEY": "reliability-secret",
+                "LOOPS_ENABLED": "true",
+                "WEB_CONCURRENCY": str(self.workers),
+                "GUNICORN_THREADS": str(self.threads),
+                "PYTHONUNBUFFERED": "1",
+                "LOG_LEVEL": "INFO",
+            }
+        )
+        env.pop("FLASK_DEBUG", None)
+        env.update(self.env)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                *self.extra_args,
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait_healthy:
+            wait_for(self._answers, 60, interval=0.2, what=f"gunicorn to answer\n{self.log()}")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited early:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # answering, even if a dependency is down
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            kill_group(self.process)
+
+
+# --- HTTP helper ---------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    seconds: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(
+    method: str,
+    url: str,
+    token: str | None = None,
+    *,
+    body: Any = None,
+    timeout: float = 30,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """One plain HTTP request (urllib: no retries, no pooling), errors returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(
+                response.status, dict(response.headers), response.read(), time.monotonic() - started
+            )
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers), exc.read(), time.monotonic() - started)
+
+
+# --- overrides of the shared fixtures: our own Redis db index ------------------
+
+
+def migrate(database_url: str) -> None:
+    env = dict(os.environ, DATABASE_URL=database_url, SECRET_KEY="migrate", LOG_LEVEL="WARNING")
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
