@@ -172,13 +172,17 @@ def rq_worker(burst: bool, name: str | None, max_jobs: int | None) -> None:
 def rq_scheduler(interval: int | None, burst: bool) -> None:
     """Reconcile the weekly schedule (TUNE_ENGAGEMENT_CRON, UTC) and run rq-scheduler."""
     from jobs import constants
-    from jobs.schedule import AppScheduler, reconcile
+    from jobs.schedule import AppScheduler, reconcile, validate_cron
 
+    cron = settings.cron()
+    try:
+        validate_cron(cron)
+    except InvalidSchedule as exc:
+        raise click.ClickException(str(exc)) from None
     # rq-scheduler reads cron strings in local time: make this process's local time UTC.
     os.environ["TZ"] = "UTC"
     time.tzset()
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    cron = settings.cron()
     queue = settings.queue_name()
     every = interval or constants.DEFAULT_SCHEDULER_INTERVAL_S
     while True:
