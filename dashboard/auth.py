@@ -14,13 +14,17 @@ from flask import (
     Flask,
     Response,
     abort,
+    current_app,
     flash,
+    g,
+    has_request_context,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user, login_required, login_user, logout_user
@@ -160,9 +164,23 @@ def logout() -> ResponseReturnValue:
     return redirect(url_for("auth.login"))
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """The session cookie is Secure when configured so, or when this request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
+
+
+def _forget_user(exc: BaseException | None = None) -> None:
+    # flask-login caches the user, Flask-WTF the CSRF token, on g; when an app
+    # context outlives one request (tests), the next request must derive its own.
+    g.pop("_login_user", None)
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
+
+
 def _secure_cookies_over_https(response: Response) -> Response:
     # SESSION_COOKIE_SECURE covers deployments that always use HTTPS; this covers
-    # the rest: any cookie set on an HTTPS request is marked Secure.
+    # the rest (the remember-me cookie): any cookie set on an HTTPS request is Secure.
     if request.is_secure:
         cookies = response.headers.getlist("Set-Cookie")
         if cookies and any("secure" not in c.lower() for c in cookies):
@@ -186,7 +204,11 @@ def init_app(app: Flask) -> None:
     if os.environ.get("SESSION_COOKIE_SECURE", "").lower() in ("1", "true", "yes"):
         app.config["SESSION_COOKIE_SECURE"] = True
         app.config["REMEMBER_COOKIE_SECURE"] = True
-    app.after_request(_secure_cookies_over_https)
+    app.session_interface = _SessionInterface()
+    # Index 0 runs last (after_request hooks run in reverse): after flask-login has
+    # set its remember-me cookie.
+    app.after_request_funcs.setdefault(None, []).insert(0, _secure_cookies_over_https)
+    app.teardown_request(_forget_user)
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
     app.config.setdefault(
@@ -195,5 +217,9 @@ def init_app(app: Flask) -> None:
     # Redis down must not lock everyone out: count in this process until it returns.
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    # Explicit: the limiter is a singleton and would otherwise inherit the last app's switch.
+    app.config.setdefault("RATELIMIT_ENABLED", True)
     limiter.init_app(app)
+    # init_app builds new storage; a fallback verdict about the previous one must not stick.
+    limiter._storage_dead = False
     app.register_blueprint(bp)

@@ -71,32 +71,25 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def nice_max(value: float) -> int:
-    """The smallest 1/2/5 x 10^k at or above ``value`` (at least 1): a readable axis top."""
-    if not math.isfinite(value) or value <= 1:
+def nice_step(raw: float) -> int:
+    """The smallest integer 1/2/5 x 10^k step at or above ``raw`` (at least 1)."""
+    if not math.isfinite(raw) or raw <= 1:
         return 1
-    exponent = math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        candidate = step * 10**exponent
-        if candidate >= value:
-            return int(candidate)
+    exponent = math.floor(math.log10(raw))
+    for mult in (1, 2, 5, 10):
+        step = mult * 10**exponent
+        if step >= raw:
+            return int(step)
     return int(10 ** (exponent + 1))  # pragma: no cover - the loop always returns
 
 
 def nice_ticks(max_value: float, count: int = 4) -> list[int]:
-    """Evenly spaced integer ticks from 0 to a nice top covering ``max_value``."""
-    top = nice_max(max_value)
-    if top < count:
-        return list(range(0, top + 1))
-    step = top / count
-    if step != int(step):
-        # 5 split in 4 is ugly: fall back to a step that divides the top.
-        for parts in (5, 2, 1):
-            if top % parts == 0:
-                step = top / parts
-                count = parts
-                break
-    return [round(i * step) for i in range(count + 1)]
+    """Integer ticks from 0, a round step apart, the last at or just above ``max_value``."""
+    if not math.isfinite(max_value) or max_value <= 0:
+        return [0, 1]
+    step = nice_step(max_value / count)
+    top = max(math.ceil(max_value / step), 1) * step
+    return list(range(0, top + 1, step))
 
 
 def sparkline(values: Sequence[int], width: int = 120, height: int = 28) -> Sparkline:

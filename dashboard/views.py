@@ -11,6 +11,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     url_for,
@@ -60,6 +61,12 @@ def template_helpers() -> dict[str, object]:
         "now": utcnow,
         "low_sample_threshold": LOW_SAMPLE_THRESHOLD,
     }
+
+
+@bp.teardown_app_request
+def _forget_status(exc: BaseException | None = None) -> None:
+    # The status is per request; an app context can outlive one (tests).
+    g.pop("system_status", None)
 
 
 def _lookback_days() -> int:
