@@ -49,6 +49,17 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _storable(value: str) -> bool:
+    """PostgreSQL text holds no NUL, and UTF-8 no lone surrogate (JSON can send both)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @bp.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
     return jsonify(openapi_document())
@@ -145,7 +156,7 @@ def _recipient(body: dict[str, Any]) -> User:
         return user
     if "user_email" in body:
         email = body["user_email"]
-        if not isinstance(email, str) or not email.strip():
+        if not isinstance(email, str) or not email.strip() or not _storable(email):
             raise ApiError(400, "user_email must be a non-empty string.", field="user_email")
         user = db.session.execute(
             select(User).where(User.email == email.strip().lower())
@@ -168,11 +179,12 @@ def create_notification() -> ResponseReturnValue:
         not isinstance(title, str)
         or not title.strip()
         or len(title) > notifications.TITLE_MAX_LENGTH
+        or not _storable(title)
     ):
         raise ApiError(
             400,
             f"title must be a non-empty string of at most {notifications.TITLE_MAX_LENGTH} "
-            "characters.",
+            "characters, without NUL or unpaired surrogates.",
             field="title",
         )
     notification = notifications.create(
@@ -184,6 +196,8 @@ def create_notification() -> ResponseReturnValue:
 @bp.get("/orgs/<slug>/calibrations/<path:key>")
 @token_required(Role.VIEWER, Role.ADMIN)
 def calibration(slug: str, key: str) -> ResponseReturnValue:
+    if not (_storable(slug) and _storable(key)):
+        raise ApiError(404, "Not found.")
     org = get_organization(slug)
     if org is None:
         raise ApiError(404, "Not found.")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 # No inline script or style, no external origin: htmx, the charts and the pages'
 # own scripts are files under /static.
@@ -103,9 +104,45 @@ def _refuse_oversized_bodies(app: Flask) -> None:
         if request.content_length > limit:
             raise RequestEntityTooLarge()
     elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        # No length announced: read at most `limit` bytes (werkzeug's limited
-        # stream raises 413 past it); the data is cached for the view.
-        request.get_data(cache=True)
+        _buffer_chunked_body(limit)
+
+
+def _buffer_chunked_body(limit: int) -> None:
+    """Read a chunked body of at most ``limit`` bytes (413 past it) and give it a length.
+
+    werkzeug's own limit on such streams stops *at* the limit without an error
+    (the view then sees a truncated body), so read ``limit + 1`` bytes here. Only
+    when the server terminates the stream (gunicorn and werkzeug's server do):
+    otherwise reading could wait forever.
+    """
+    environ = request.environ
+    if not environ.get("wsgi.input_terminated"):
+        return
+    stream = environ["wsgi.input"]
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(bytes(body))
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+
+
+def _refuse_nul_characters() -> None:
+    """NUL in a query or form value is never meaningful, and PostgreSQL text refuses it.
+
+    Refused here, for every page and route, rather than as a 500 from the first
+    query that compares a column with it (a search box, the login form).
+    """
+    values = [*request.args.values()]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        values.extend(request.form.values())
+    if any("\x00" in value for value in values):
+        raise BadRequest("NUL characters are not accepted in parameters.")
 
 
 def _add_headers(response: Response) -> Response:
@@ -122,5 +159,6 @@ def init_app(app: Flask) -> None:
     install_log_redaction()
     # First of all before-request hooks: nothing (CSRF, rate limits, auth) reads a
     # body that is going to be refused.
-    app.before_request_funcs.setdefault(None, []).insert(0, lambda: _refuse_oversized_bodies(app))
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks[0:0] = [lambda: _refuse_oversized_bodies(app), _refuse_nul_characters]
     app.after_request(_add_headers)
