@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
 
 from dashboard.extensions import db
 from dashboard.models import LoopSignal, Notification, SignalKind, User
 from dashboard.signals import emit_for_subject, primary_org_id
-from dashboard.timeutil import iso
+from dashboard.timeutil import UTCDateTime, iso
 
 FEATURE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
 TITLE_MAX_LENGTH = 1000
@@ -65,6 +65,42 @@ def _get_owned(user_id: int, notification_id: int) -> Notification | None:
     ).scalar_one_or_none()
 
 
+# The mark-read hot path runs these prebuilt Core statements with bound parameters:
+# building and ORM-executing fresh statements on every request cost more CPU than
+# the database work itself (profiled under load, see docs/PERFORMANCE.md).
+_notifications = Notification.__table__
+_RETURNED_COLUMNS = [_notifications.c[c.key] for c in RETURNED]
+_OWNED_BY = (
+    _notifications.c.id == bindparam("nid", type_=BigInteger()),
+    _notifications.c.user_id == bindparam("uid", type_=Integer()),
+)
+_FIRST_READ = (
+    update(_notifications)
+    .where(
+        *_OWNED_BY,
+        _notifications.c.first_read_at.is_(None),
+        _notifications.c.read_at.is_(None),
+    )
+    .values(
+        read_at=bindparam("now", type_=UTCDateTime()),
+        first_read_at=bindparam("now", type_=UTCDateTime()),
+    )
+    .returning(*_RETURNED_COLUMNS)
+)
+_REREAD = (
+    update(_notifications)
+    .where(*_OWNED_BY, _notifications.c.read_at.is_(None))
+    .values(read_at=bindparam("now", type_=UTCDateTime()))
+    .returning(*_RETURNED_COLUMNS)
+)
+_SELECT_OWNED = select(*_RETURNED_COLUMNS).where(*_OWNED_BY)
+
+
+def _get_owned_row(user_id: int, notification_id: int) -> NotificationFields | None:
+    row = db.session.execute(_SELECT_OWNED, {"nid": notification_id, "uid": user_id}).first()
+    return None if row is None else row
+
+
 def mark_read(
     user_id: int, notification_id: int, *, now: datetime, loops_enabled: bool
 ) -> ReadResult | None:
@@ -74,17 +110,8 @@ def mark_read(
     of any number of concurrent requests performs the first read, and that
     request's ENGAGE insert commits in the same transaction.
     """
-    first = db.session.execute(
-        update(Notification)
-        .where(
-            *_owned(user_id, notification_id),
-            Notification.first_read_at.is_(None),
-            Notification.read_at.is_(None),
-        )
-        .values(read_at=now, first_read_at=now)
-        .returning(*RETURNED)
-        .execution_options(synchronize_session=False)
-    ).first()
+    params = {"nid": notification_id, "uid": user_id, "now": now}
+    first = db.session.execute(_FIRST_READ, params).first()
     if first is not None:
         if loops_enabled:
             emit_for_subject(
@@ -97,7 +124,7 @@ def mark_read(
         db.session.commit()
         return ReadResult(first, first_read=True)
 
-    current = _get_owned(user_id, notification_id)
+    current = _get_owned_row(user_id, notification_id)
     if current is None:
         db.session.rollback()
         return None
@@ -105,18 +132,12 @@ def mark_read(
         db.session.rollback()
         return ReadResult(current, first_read=False)
     # Read again after a mark-unread: it becomes read, but is never a first read.
-    reread = db.session.execute(
-        update(Notification)
-        .where(*_owned(user_id, notification_id), Notification.read_at.is_(None))
-        .values(read_at=now)
-        .returning(*RETURNED)
-        .execution_options(synchronize_session=False)
-    ).first()
+    reread = db.session.execute(_REREAD, params).first()
     db.session.commit()
     if reread is not None:
         return ReadResult(reread, first_read=False)
     # Someone else re-read it between our SELECT and UPDATE.
-    again = _get_owned(user_id, notification_id)
+    again = _get_owned_row(user_id, notification_id)
     return None if again is None else ReadResult(again, first_read=False)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, literal, select
+from sqlalchemy import BigInteger, Integer, String, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -36,6 +36,35 @@ def _insert_ignoring_duplicates() -> Insert:
     raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
+_EMIT_COLUMNS = ["org_id", "kind", "feature", "user_id", "subject_id", "created_at"]
+# One prebuilt INSERT … SELECT per dialect, parameters bound at execution: this is on
+# the mark-read hot path, where rebuilding the statement per request cost more CPU
+# than running it.
+_EMIT_STATEMENTS: dict[str, Insert] = {}
+
+
+def _emit_statement() -> Insert:
+    dialect = db.session.get_bind().dialect.name
+    stmt = _EMIT_STATEMENTS.get(dialect)
+    if stmt is None:
+        source = (
+            select(
+                OrgMembership.org_id,
+                bindparam("kind", type_=String()),
+                bindparam("feature", type_=String()),
+                bindparam("user_id", type_=Integer()),
+                bindparam("subject_id", type_=BigInteger()),
+                bindparam("at", type_=LoopSignal.__table__.c.created_at.type),
+            )
+            .where(OrgMembership.user_id == bindparam("user_id", type_=Integer()))
+            .order_by(OrgMembership.joined_at, OrgMembership.org_id)
+            .limit(1)
+        )
+        stmt = _insert_ignoring_duplicates().from_select(_EMIT_COLUMNS, source)
+        _EMIT_STATEMENTS[dialect] = stmt
+    return stmt
+
+
 def emit_for_subject(
     kind: SignalKind, *, user_id: int, subject_id: int, feature: str, at: datetime
 ) -> bool:
@@ -45,21 +74,14 @@ def emit_for_subject(
     the same kind for the same subject is dropped by the unique index. Runs in
     the caller's transaction. Returns True when a row was written.
     """
-    source = (
-        select(
-            OrgMembership.org_id,
-            literal(kind.value),
-            literal(feature),
-            literal(user_id, Integer),
-            literal(subject_id),
-            literal(at, LoopSignal.__table__.c.created_at.type),
-        )
-        .where(OrgMembership.user_id == user_id)
-        .order_by(OrgMembership.joined_at, OrgMembership.org_id)
-        .limit(1)
+    result = db.session.execute(
+        _emit_statement(),
+        {
+            "kind": kind.value,
+            "feature": feature,
+            "user_id": user_id,
+            "subject_id": subject_id,
+            "at": at,
+        },
     )
-    stmt = _insert_ignoring_duplicates().from_select(
-        ["org_id", "kind", "feature", "user_id", "subject_id", "created_at"], source
-    )
-    result = db.session.execute(stmt)
     return bool(result.rowcount)  # type: ignore[attr-defined]

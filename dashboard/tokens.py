@@ -7,7 +7,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from dashboard.extensions import db
 from dashboard.models import ApiToken, User
@@ -32,17 +32,21 @@ def create_token(user: User, name: str = "default") -> tuple[ApiToken, str]:
     return row, secret
 
 
+# Prebuilt (parameters bound at execution): this runs on every API request.
+_TOKEN_AND_USER = (
+    select(ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.last_used_at, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+
+
 def authenticate(secret: str, now: datetime | None = None) -> User | None:
     """The token's user, or None if the token is unknown or revoked."""
     if not secret or len(secret) > 256:
         return None
     digest = hash_token(secret)
     # Token and user in one round trip: this runs on every API request.
-    found = db.session.execute(
-        select(ApiToken.id, ApiToken.token_hash, ApiToken.revoked_at, ApiToken.last_used_at, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == digest)
-    ).first()
+    found = db.session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
     # The lookup is by hash; the constant-time compare guards the equality itself.
     if found is None or not hmac.compare_digest(found.token_hash, digest):
         return None
