@@ -53,10 +53,14 @@ def authenticate(secret: str, now: datetime | None = None) -> User | None:
     if found.revoked_at is not None:
         return None
     now = now or utcnow()
+    user: User = found.User
     if found.last_used_at is None or now - found.last_used_at >= LAST_USED_RESOLUTION:
         db.session.execute(update(ApiToken).where(ApiToken.id == found.id).values(last_used_at=now))
+        # Kept out of the commit's expiry and attached again: otherwise the view's
+        # first look at the user would reload it with one more query.
+        db.session.expunge(user)
         db.session.commit()
-    user: User = found.User
+        db.session.add(user)
     return user
 
 
