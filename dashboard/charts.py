@@ -20,12 +20,15 @@ DELIVER_COLOR = "#94a3b8"
 class Sparkline:
     width: int
     height: int
-    points: str  # polyline "x,y x,y …"
+    points: str  # polyline "x,y x,y …" over the complete days
     area: str  # polygon closing the line down to the baseline
     total: int
     peak: int
     days: int
     label: str  # accessible text: the numbers the picture shows
+    # The last day (today, still filling up) is a dot, not the end of the line:
+    # a line would show every afternoon's half-day as a collapse.
+    last: tuple[float, float] | None = None
 
     @property
     def empty(self) -> bool:
@@ -42,9 +45,11 @@ class Tick:
 class Series:
     name: str
     color: str
-    points: str
+    points: str  # the complete days
     total: int
     dashed: bool = False
+    last: tuple[float, float] | None = None  # today so far, drawn as a dot
+    last_value: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,16 @@ def nice_ticks(max_value: float, count: int = 4) -> list[int]:
     return list(range(0, top + 1, step))
 
 
-def sparkline(values: Sequence[int], width: int = 120, height: int = 28) -> Sparkline:
+def _split_partial(coords: list[str], partial_last: bool) -> tuple[str, tuple[float, float] | None]:
+    if not partial_last or len(coords) < 2:
+        return " ".join(coords), None
+    x, y = coords[-1].split(",")
+    return " ".join(coords[:-1]), (float(x), float(y))
+
+
+def sparkline(
+    values: Sequence[int], width: int = 120, height: int = 28, *, partial_last: bool = True
+) -> Sparkline:
     """A small daily chart: oldest day on the left, a 0 baseline at the bottom."""
     n = len(values)
     peak = max(values, default=0)
@@ -107,11 +121,14 @@ def sparkline(values: Sequence[int], width: int = 120, height: int = 28) -> Spar
         x = pad + i * step
         y = height - pad - (value / peak * usable_h if peak else 0.0)
         coords.append(f"{_fmt(x)},{_fmt(y)}")
-    points = " ".join(coords)
+    points, last = _split_partial(coords, partial_last)
     baseline = _fmt(height - pad)
-    area = f"{_fmt(pad)},{baseline} {points} {_fmt(pad + (n - 1) * step)},{baseline}"
+    end_x = _fmt(pad + (n - (2 if last else 1)) * step)
+    area = f"{_fmt(pad)},{baseline} {points} {end_x},{baseline}"
     label = f"{total} signals in {n} days, peak {peak} a day"
-    return Sparkline(width, height, points, area, total, peak, n, label)
+    if last:
+        label += f", {values[-1]} today so far"
+    return Sparkline(width, height, points, area, total, peak, n, label, last)
 
 
 def line_chart(
@@ -125,9 +142,13 @@ def line_chart(
     height: int = 180,
     y_label: str = "signals / day",
     x_ticks: int = 4,
+    partial_last: bool = True,
 ) -> LineChart:
-    """Daily lines sharing one y axis; the x axis is ``days`` (one point a day)."""
-    left, right, top, bottom = 40.0, width - 10.0, 12.0, height - 24.0
+    """Daily lines sharing one y axis; the x axis is ``days`` (one point a day).
+
+    With ``partial_last`` the last day is today, still filling up: drawn as a dot.
+    """
+    left, right, top, bottom = 40.0, width - 10.0, 22.0, height - 24.0
     peak = max((max(v, default=0) for v in series.values()), default=0)
     ticks = nice_ticks(peak)
     y_top = ticks[-1] or 1
@@ -139,14 +160,17 @@ def line_chart(
 
     drawn = []
     for name, values in series.items():
-        coords = " ".join(f"{_fmt(left + i * step)},{_fmt(y_of(v))}" for i, v in enumerate(values))
+        coords = [f"{_fmt(left + i * step)},{_fmt(y_of(v))}" for i, v in enumerate(values)]
+        points, last = _split_partial(coords, partial_last)
         drawn.append(
             Series(
                 name=name,
                 color=(colors or {}).get(name, ENGAGE_COLOR),
-                points=coords,
+                points=points,
                 total=int(sum(values)),
                 dashed=name in dashed,
+                last=last,
+                last_value=int(values[-1]) if len(values) else 0,
             )
         )
     y = tuple(Tick(_round(y_of(t)), str(t)) for t in ticks)

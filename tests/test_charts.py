@@ -32,12 +32,25 @@ def test_ticks_cover_the_value_and_rise(value: float) -> None:
 
 
 def test_sparkline_geometry() -> None:
-    line = charts.sparkline([0, 5, 10], width=100, height=20)
+    line = charts.sparkline([0, 5, 10], width=100, height=20, partial_last=False)
     assert line.total == 15 and line.peak == 10 and line.days == 3
     points = [tuple(map(float, p.split(","))) for p in line.points.split()]
     assert points[0] == (2.0, 18.0)  # zero sits on the baseline
     assert points[-1] == (98.0, 2.0)  # the peak touches the top
     assert line.label == "15 signals in 3 days, peak 10 a day"
+    assert line.last is None
+
+
+def test_today_is_a_dot_not_the_end_of_the_line() -> None:
+    line = charts.sparkline([4, 4, 1], width=100, height=20)
+    assert len(line.points.split()) == 2
+    assert line.last == (98.0, 14.0)
+    assert line.label.endswith("1 today so far")
+    days = [date(2026, 11, 1) + timedelta(days=i) for i in range(3)]
+    chart = charts.line_chart("x", days, {"ENGAGE": [4, 4, 1]})
+    (series,) = chart.series
+    assert len(series.points.split()) == 2 and series.last is not None
+    assert series.last_value == 1 and series.total == 9
 
 
 def test_sparkline_of_nothing_is_flat_and_empty() -> None:
