@@ -33,6 +33,7 @@ def _shoot_pages(session: Session, suffix: str) -> None:
     session.goto("/tenants/acme")
     session.page.wait_for_selector("svg.line-chart")
     session.screenshot(f"tenant-{suffix}")
+    session.screenshot(f"tenant-{suffix}-first-screen", full_page=False)
     session.goto("/runs")
     session.page.wait_for_selector("#runs-table")
     session.screenshot(f"runs-{suffix}")
