@@ -22,6 +22,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, not cookie-authenticated
 
 MAX_ID = 2**63 - 1
+MAX_USER_ID = 2**31 - 1  # users.id is a 32-bit integer; a larger id names no user
 
 
 def _loops_enabled() -> bool:
@@ -150,7 +151,7 @@ def _recipient(body: dict[str, Any]) -> User:
     if "user_id" in body:
         if not _is_int(body["user_id"]) or not 0 < body["user_id"] <= MAX_ID:
             raise ApiError(400, "user_id must be a positive integer.", field="user_id")
-        user = db.session.get(User, body["user_id"])
+        user = db.session.get(User, body["user_id"]) if body["user_id"] <= MAX_USER_ID else None
         if user is None:
             raise ApiError(400, "user_id names no user.", field="user_id")
         return user

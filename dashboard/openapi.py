@@ -32,6 +32,14 @@ NOTIFICATION_ID = {
 }
 
 
+# A created notification's id feeds the per-notification operations (clients, and
+# stateful fuzzers, follow these).
+NEW_ID_LINKS = {
+    "MarkRead": {"operationId": "markRead", "parameters": {"id": "$response.body#/id"}},
+    "MarkUnread": {"operationId": "markUnread", "parameters": {"id": "$response.body#/id"}},
+}
+
+
 def openapi_document() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     nullable_timestamp = {"type": ["string", "null"], "format": "date-time"}
@@ -102,6 +110,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/v1/notifications": {
                 "get": {
+                    "operationId": "listNotifications",
                     "summary": "The caller's notifications, newest first (by id).",
                     "parameters": [
                         {"name": "unread", "in": "query", "schema": {"type": "boolean"}},
@@ -138,6 +147,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "post": {
+                    "operationId": "createNotification",
                     "summary": "Create a notification (admin tokens only).",
                     "requestBody": {
                         "required": True,
@@ -160,7 +170,7 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _json(_ref("Notification"), "Created."),
+                        "201": _json(_ref("Notification"), "Created.") | {"links": NEW_ID_LINKS},
                         "400": _error("A field is invalid or names no user; `field` says which."),
                         **ERRORS_AUTH,
                         "403": _error("The token's user is not an admin."),
@@ -169,6 +179,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/notifications/read": {
                 "post": {
+                    "operationId": "markManyRead",
                     "summary": "Mark several (or all) of the caller's notifications read.",
                     "requestBody": {
                         "required": True,
@@ -214,6 +225,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/notifications/{id}/read": {
                 "parameters": [NOTIFICATION_ID],
                 "post": {
+                    "operationId": "markRead",
                     "summary": "Mark one notification read; the first read records ENGAGE.",
                     "responses": {
                         "200": _json(
@@ -224,6 +236,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "delete": {
+                    "operationId": "markUnread",
                     "summary": "Mark one notification unread. A later read is not a first read.",
                     "responses": {
                         "200": _json(_ref("Notification"), "Unread (read_at is null)."),
@@ -238,6 +251,7 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "key", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
                 "get": {
+                    "operationId": "getCalibration",
                     "summary": "One calibration of a tenant; value is null on cold start.",
                     "responses": {
                         "200": _json(
@@ -251,6 +265,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
+                    "operationId": "healthz",
                     "summary": "Liveness of the database (required) and Redis (reported).",
                     "security": [],
                     "responses": {
