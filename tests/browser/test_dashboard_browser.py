@@ -166,3 +166,18 @@ def test_screenshots_desktop_and_mobile(open_session: Callable[..., Session]) ->
     mobile.goto("/login")  # signed in: redirected to the overview
     desktop.watch.assert_clean()
     mobile.watch.assert_clean()
+
+
+def test_admin_reaches_rq_dashboard_from_the_runs_page(
+    open_session: Callable[..., Session],
+) -> None:
+    s = open_session()
+    s.login(*ADMIN)
+    s.goto("/runs")
+    s.page.click("text=Queues & workers (rq-dashboard)")
+    s.page.wait_for_url(re.compile(r"/admin/rq/"))
+    s.page.get_by_role("heading", name="Queues").wait_for(timeout=10_000)
+    # Its client-side templates rendered (they need the relaxed CSP of /admin/rq).
+    s.page.locator("table tbody tr").first.wait_for(timeout=10_000)
+    s.screenshot("rq-dashboard-desktop", full_page=False)
+    s.watch.assert_clean()
