@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export FLASK_APP := wsgi
 
-.PHONY: run test lint format pytest test-sqlite test-postgres bench bench-quick reliability clean
+.PHONY: run test lint format pytest test-sqlite browser assets test-postgres bench bench-quick reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ test: lint pytest ## lint, type-check and the whole test suite
 
 test-sqlite: $(STAMP) ## the suite on SQLite, whatever DATABASE_URL says
 	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+
+browser: $(STAMP) ## only the browser tests (real Chromium); screenshots in test-artifacts/screenshots/
+	$(BIN)/pytest -m browser $(PYTEST_ARGS)
+
+assets: ## re-vendor htmx from the npm registry (version pinned in package.json) into static/vendor/
+	npm ci --no-audit --no-fund
+	cp node_modules/htmx.org/dist/htmx.min.js \
+	  static/vendor/htmx-$$(node -p "require('./node_modules/htmx.org/package.json').version").min.js
 
 clean:
 	rm -rf $(VENV) instance .mypy_cache .ruff_cache .pytest_cache test-artifacts
