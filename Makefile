@@ -43,5 +43,9 @@ assets: ## re-vendor htmx from the npm registry (version pinned in package.json)
 	cp node_modules/htmx.org/dist/htmx.min.js \
 	  static/vendor/htmx-$$(node -p "require('./node_modules/htmx.org/package.json').version").min.js
 
+reliability: $(STAMP) ## 200-client load test (60 s) and a larger schemathesis run; docs/RELIABILITY.md
+	LOAD_SECONDS=$${LOAD_SECONDS:-60} FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} \
+	  $(BIN)/pytest -s tests/reliability/test_load.py tests/reliability/test_fuzz_api.py $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) instance .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from flask import Flask
 from redis import Redis
+
+from dashboard import create_app
+from dashboard.extensions import db
 
 from .procs import (
     PG_BIN,
@@ -116,3 +121,24 @@ def _postgres_only(request: pytest.FixtureRequest, database_url: str) -> None:
     """Fault tests marked postgres_only run once, in the PostgreSQL pass of the suite."""
     if request.node.get_closest_marker("postgres_only") and not database_url.startswith("postgres"):
         pytest.skip("PostgreSQL pass only")
+
+
+@pytest.fixture
+def cluster_app(pg_cluster: PgCluster) -> Iterator[Flask]:
+    """An app on our own cluster, its tables emptied, its context pushed."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "t",
+            "SQLALCHEMY_DATABASE_URI": pg_cluster.url,
+            "REDIS_URL": RELIABILITY_REDIS_URL,
+            "LOOPS_ENABLED": "true",
+        }
+    )
+    with app.app_context():
+        tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        yield app
+        db.session.remove()
+        db.engine.dispose()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from dashboard import create_app
 from dashboard.extensions import db
 from dashboard.models import Notification, Organization, OrgMembership, Role, User
 from dashboard.timeutil import utcnow
@@ -28,26 +26,6 @@ OUTAGE_RESPONSE_BOUND_S = 10.0
 NOTIFICATIONS = 4000
 CLIENTS = 24
 CRASHES = ("immediate", "fast", "immediate")
-
-
-@pytest.fixture
-def cluster_app(pg_cluster: PgCluster) -> Iterator[Flask]:
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "t",
-            "SQLALCHEMY_DATABASE_URI": pg_cluster.url,
-            "REDIS_URL": RELIABILITY_REDIS_URL,
-            "LOOPS_ENABLED": "true",
-        }
-    )
-    with app.app_context():
-        tables = ", ".join(t.name for t in db.metadata.sorted_tables)
-        with db.engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        yield app
-        db.session.remove()
-        db.engine.dispose()
 
 
 def _seed() -> tuple[str, list[int]]:
