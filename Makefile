@@ -47,5 +47,11 @@ reliability: $(STAMP) ## 200-client load test (60 s) and a larger schemathesis r
 	LOAD_SECONDS=$${LOAD_SECONDS:-60} FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} \
 	  $(BIN)/pytest -s tests/reliability/test_load.py tests/reliability/test_fuzz_api.py $(PYTEST_ARGS)
 
+bench: $(STAMP) ## full scale on PostgreSQL (1,000 tenants, 10M signals) + SQLite; docs/PERFORMANCE.md
+	$(BIN)/python -m bench.run --scale full
+
+bench-quick: $(STAMP) ## the same benchmarks at a small scale (under 2 minutes)
+	$(BIN)/python -m bench.run --scale quick
+
 clean:
 	rm -rf $(VENV) instance .mypy_cache .ruff_cache .pytest_cache test-artifacts

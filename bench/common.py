@@ -92,7 +92,7 @@ def scale_named(name: str) -> Scale:
 
 
 def database_name(scale: Scale) -> str:
-    return os.environ.get("BENCH_DB", f"el_bench_{scale.name}")
+    return f"{os.environ.get('BENCH_DB_PREFIX', 'el_bench')}_{scale.name}"
 
 
 def pg_url(dbname: str, driver: str = "postgresql+psycopg") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -35,7 +36,7 @@ from bench.common import (
     venv_bin,
 )
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 BIG_TABLES = ("notifications", "loop_signals", "org_memberships", "users", "api_tokens")
 
 # (feature, popularity, chance the recipient ever reads it)
@@ -149,7 +150,9 @@ def notification_stream(
     days = [world.start + d * 86_400 for d in range(scale.days)]
     # Weekly rhythm and a slow 10% growth over the period.
     day_weights = [
-        WEEKDAY_FACTOR[datetime.fromtimestamp(t, UTC).weekday()] * (0.95 + 0.1 * i / scale.days)
+        WEEKDAY_FACTOR[datetime.fromtimestamp(t, UTC).weekday()]
+        * (0.95 + 0.1 * i / scale.days)
+        * min(1.0, (world.end - t) / 86_400)  # today: only the hours so far
         for i, t in enumerate(days)
     ]
     total_weight = sum(day_weights)
@@ -162,7 +165,8 @@ def notification_stream(
         weekday = datetime.fromtimestamp(day_start, UTC).weekday()
         recipients = rng.choices(users, cum_weights=world.user_cum, k=count)
         features = rng.choices(names, cum_weights=weekday_cum[weekday], k=count)
-        hours = [bisect.bisect_left(hour_cum, rng.random() * hour_cum[-1]) for _ in range(count)]
+        cum = hour_cum[: max(1, min(24, -(-(world.end - day_start) // 3600)))]
+        hours = [bisect.bisect_left(cum, rng.random() * cum[-1]) for _ in range(count)]
         created = sorted(day_start + h * 3600 + rng.randrange(3600) for h in hours)
         notes: list[tuple[Any, ...]] = []
         signals: list[tuple[Any, ...]] = []
@@ -523,7 +527,8 @@ def generate_sqlite(scale: Scale, path: Path, force: bool) -> bool:
 
 
 def sqlite_path(scale: Scale) -> Path:
-    return ROOT / "instance" / "bench" / f"el_bench_{scale.name}.db"
+    folder = os.environ.get("BENCH_SQLITE_DIR") or str(ROOT / "instance" / "bench")
+    return Path(folder) / f"el_bench_{scale.name}.db"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,241 @@
+"""Run the whole benchmark suite at one scale and print the summary table (``make bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from bench import dashboard, markread, sqlite_bench, tune
+from bench.common import (
+    RESULTS_DIR,
+    database_name,
+    machine,
+    scale_named,
+    write_result,
+)
+from bench.generate import generate_pg
+
+# Per suite scale: the SQLite scale, the RQ batch sizes compared, and whether the
+# 1M-signal point of the tune is measured too (to show how it scales to 10M).
+PLANS: dict[str, dict[str, Any]] = {
+    "full": {"sqlite": "sqlite", "batches": [10, 1, 50], "scaling": "signals1m"},
+    "medium": {"sqlite": "sqlite", "batches": [10, 1], "scaling": None},
+    "signals1m": {"sqlite": "sqlite", "batches": [10, 1], "scaling": None},
+    "quick": {"sqlite": "quick", "batches": [10, 1], "scaling": None},
+    "smoke": {"sqlite": "smoke", "batches": [10, 1], "scaling": None},
+}
+
+
+def _row(
+    name: str, measured: float, baseline: float | None, unit: str, target: str, ok: bool | None
+) -> dict[str, Any]:
+    return {
+        "figure": name,
+        "measured": measured,
+        "baseline": baseline,
+        "ratio": round(measured / baseline, 3) if baseline else None,
+        "unit": unit,
+        "target": target,
+        "met": ok,
+    }
+
+
+def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    mr = results.get("markread")
+    if mr:
+        first, repeat = mr["results"]["first"], mr["results"]["repeat"]
+        r1 = first["product"]["rps"] / first["baseline"]["rps"]
+        rows.append(
+            _row(
+                "mark-read first reads (req/s)",
+                first["product"]["rps"],
+                first["baseline"]["rps"],
+                "req/s",
+                ">= 0.5x baseline",
+                r1 >= 0.5,
+            )
+        )
+        rows.append(
+            _row(
+                "mark-read first reads p99 (ms)",
+                first["product"]["p99_ms"],
+                first["baseline"]["p99_ms"],
+                "ms",
+                "<= 50 ms",
+                first["product"]["p99_ms"] <= 50,
+            )
+        )
+        r2 = repeat["product"]["rps"] / repeat["baseline"]["rps"]
+        rows.append(
+            _row(
+                "mark-read repeat reads (req/s)",
+                repeat["product"]["rps"],
+                repeat["baseline"]["rps"],
+                "req/s",
+                ">= 0.6x baseline",
+                r2 >= 0.6,
+            )
+        )
+    tn = results.get("tune")
+    if tn:
+        s = tn["summary"]
+        base = tn["baseline"]["full_statement_s"]
+        for b, v in s["by_batch"].items():
+            rows.append(
+                _row(
+                    f"tune all tenants via RQ, batch={b} (s)",
+                    v["seconds"],
+                    base,
+                    "s",
+                    "<= 3x baseline",
+                    v["seconds"] <= 3 * base,
+                )
+            )
+        rows.append(
+            _row(
+                "tune worker peak RSS (MB)",
+                s["peak_rss_mb"],
+                None,
+                "MB",
+                "<= 150 MB",
+                s["peak_rss_mb"] <= 150,
+            )
+        )
+    sc = results.get("tune_scaling")
+    if sc:
+        s = sc["summary"]
+        rows.append(
+            _row(
+                f"tune worker peak RSS at {sc['signals']:,} signals (MB)",
+                s["peak_rss_mb"],
+                None,
+                "MB",
+                "flat vs 10M",
+                None,
+            )
+        )
+        b = str(s["default_batch"])
+        rows.append(
+            _row(
+                f"tune all tenants at {sc['signals']:,} signals (s)",
+                s["by_batch"][b]["seconds"],
+                sc["baseline"]["full_statement_s"],
+                "s",
+                "<= 3x baseline",
+                s["ratio_default"] <= 3,
+            )
+        )
+    db = results.get("dashboard")
+    if db:
+        for name, r in db["results"].items():
+            rows.append(
+                _row(
+                    f"dashboard {name} p50 (ms)",
+                    r["page"]["p50_ms"],
+                    r["raw_sql"]["p50_ms"],
+                    "ms",
+                    "<= 100 ms",
+                    r["page"]["p50_ms"] <= 100,
+                )
+            )
+            rows.append(
+                _row(
+                    f"dashboard {name} p95 (ms)",
+                    r["page"]["p95_ms"],
+                    r["raw_sql"]["p95_ms"],
+                    "ms",
+                    "<= 250 ms",
+                    r["page"]["p95_ms"] <= 250,
+                )
+            )
+    sq = results.get("sqlite")
+    if sq:
+        s = sq["summary"]
+        rows.append(
+            _row(
+                f"SQLite tune, {sq['tenants']} tenants, {sq['signals']:,} signals (s)",
+                s["tune_s"],
+                s["raw_statement_s"],
+                "s",
+                "<= 2 s",
+                s["tune_s"] <= 2,
+            )
+        )
+        rows.append(
+            _row(
+                "SQLite mark-read, 16 clients: errors",
+                s["markread_errors"],
+                None,
+                "",
+                "0 (no 'database is locked')",
+                s["markread_errors"] == 0,
+            )
+        )
+        rows.append(
+            _row("SQLite mark-read, 16 clients (req/s)", s["markread_rps"], None, "req/s", "", None)
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print()
+    print(f"{'figure':<52} {'measured':>10} {'baseline':>10} {'ratio':>7}  {'target':<26} met")
+    for r in rows:
+        base = f"{r['baseline']:.2f}" if r["baseline"] is not None else ""
+        rat = f"{r['ratio']:.3f}" if r["ratio"] is not None else ""
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        print(
+            f"{r['figure']:<52} {r['measured']:>10.2f} {base:>10} {rat:>7}  {r['target']:<26} {met}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", default="quick", choices=sorted(PLANS))
+    parser.add_argument(
+        "--only", default="markread,tune,dashboard,sqlite", help="comma-separated parts to run"
+    )
+    args = parser.parse_args(argv)
+    scale = scale_named(args.scale)
+    plan = PLANS[args.scale]
+    parts = set(args.only.split(","))
+    dbname = database_name(scale)
+    started = time.perf_counter()
+    print(f"bench: scale={scale.name} database={dbname} machine={machine()}", flush=True)
+    generate_pg(scale, dbname, force=False)
+    results: dict[str, Any] = {}
+    if "markread" in parts:
+        print("== mark-read ==", flush=True)
+        results["markread"] = markread.bench(scale, dbname)
+    if "tune" in parts:
+        print("== tune ==", flush=True)
+        results["tune"] = tune.bench(scale, dbname, 2, plan["batches"])
+        if plan["scaling"]:
+            small = replace(scale_named(plan["scaling"]), runs=1)
+            print(f"== tune at {small.signals:,} signals ==", flush=True)
+            results["tune_scaling"] = tune.bench(
+                small, database_name(small), 2, plan["batches"][:1]
+            )
+    if "dashboard" in parts:
+        print("== dashboard ==", flush=True)
+        results["dashboard"] = dashboard.bench(scale, dbname)
+    if "sqlite" in parts:
+        print("== SQLite ==", flush=True)
+        results["sqlite"] = sqlite_bench.bench(scale_named(plan["sqlite"]))
+    rows = summary_rows(results)
+    print_table(rows)
+    write_result(
+        "summary",
+        scale,
+        {"rows": rows, "seconds": round(time.perf_counter() - started, 1), "parts": sorted(parts)},
+    )
+    print(f"bench: done in {time.perf_counter() - started:.0f}s; results in {RESULTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The benchmark suite at a tiny scale: the scripts run and write well-formed results.
+
+No timing thresholds — benchmarks are not timed tests; this only keeps them from rotting.
+Needs PostgreSQL (``DATABASE_URL``), Redis and wrk; uses a database, a Redis db and
+ports of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgres", "postgresql")) else None
+
+
+@pytest.fixture
+def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    server = _server()
+    if server is None:
+        pytest.skip("the benchmarks run on PostgreSQL (set DATABASE_URL)")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    base = sa.make_url(server.replace("postgresql+psycopg://", "postgresql://"))
+    prefix = f"el_bench_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    dbname = f"{prefix}_smoke"
+    server_part = base.set(database=None, drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+    env = dict(os.environ)
+    env.update(
+        {
+            "BENCH_PG_SERVER": server_part,
+            "BENCH_DB_PREFIX": prefix,
+            "BENCH_RESULTS_DIR": str(tmp_path / "results"),
+            "BENCH_SQLITE_DIR": str(tmp_path / "sqlite"),
+            # The suite's own Redis db (the tune bench flushes it).
+            "BENCH_REDIS_URL": TEST_REDIS_URL,
+            "BENCH_PRODUCT_PORT": str(_free_port()),
+            "BENCH_BASELINE_PORT": str(_free_port()),
+            "BENCH_SQLITE_PORT": str(_free_port()),
+        }
+    )
+    env.pop("DATABASE_URL", None)
+    yield env
+    admin = sa.create_engine(
+        base.set(drivername="postgresql+psycopg", database="postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--scale", "smoke"],
+        cwd=ROOT,
+        env=bench_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    results = tmp_path / "results"
+    names = {p.name for p in results.glob("*.json")}
+    assert names >= {
+        "markread-smoke.json",
+        "tune-smoke.json",
+        "dashboard-smoke.json",
+        "sqlite-smoke.json",
+        "summary-smoke.json",
+    }
+    for path in results.glob("*.json"):
+        doc = json.loads(path.read_text())
+        assert doc["scale"]["name"] == "smoke"
+        assert "machine" in doc and "finished_at" in doc
+
+    markread = json.loads((results / "markread-smoke.json").read_text())
+    for mode in ("first", "repeat"):
+        for side in ("product", "baseline"):
+            figures = markread["results"][mode][side]
+            assert figures["rps"] > 0
+            assert all(r["non200"] == 0 for r in figures["runs"])
+    # Every first read of the walk wrote exactly one ENGAGE, on both sides.
+    for side in ("product", "baseline"):
+        for r in markread["results"]["first"][side]["runs"]:
+            if r["wrapped"] == 0:
+                # Requests still in flight when wrk stops are answered but not counted.
+                in_flight = markread["connections"]
+                assert r["requests"] <= r["engage_written"] <= r["requests"] + in_flight
+
+    tune = json.loads((results / "tune-smoke.json").read_text())
+    for runs in tune["product"].values():
+        for r in runs:
+            assert r["succeeded"] == r["tenants"] > 0
+            assert r["peak_rss_mb"] > 0
+    assert tune["baseline"]["full_statement_s"] > 0
+
+    summary = json.loads((results / "summary-smoke.json").read_text())
+    figures = {row["figure"] for row in summary["rows"]}
+    assert any(f.startswith("mark-read first reads") for f in figures)
+    assert any(f.startswith("dashboard overview") for f in figures)
+    for row in summary["rows"]:
+        assert set(row) == {"figure", "measured", "baseline", "ratio", "unit", "target", "met"}
