@@ -90,7 +90,9 @@ def _seed(env: dict[str, str], log: Path) -> None:
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
 
-@pytest.fixture(scope="session")
+# Module scope: the worker must be gone before other test modules enqueue jobs on the
+# same Redis db (and it listens on a queue of its own besides).
+@pytest.fixture(scope="module")
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("browser-logs")
     redis = Redis.from_url(TEST_REDIS_URL)
@@ -103,6 +105,7 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "TUNE_TEST_FAIL_TENANTS": FAILING_TENANT,
         "TUNE_TEST_DELAY_S": "0.5",
         "TZ": "UTC",
+        "RQ_QUEUE": "engagement-browser-tests",
         "LOG_LEVEL": "INFO",
     }
     # The suite's database is shared with the other tests, which empty it first thing:
