@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -197,6 +198,44 @@ def load(org: Organization, now: datetime, days: int) -> TenantPage:
         since=since,
         today=today,
     )
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    key: str
+    kind: str
+    feature: str
+    current: str
+    proposed: str
+    change_text: str
+    change: float | None
+    sample_size: int
+    distinct_users: int
+
+
+def preview_rows(changes: Iterable[Any]) -> list[PreviewRow]:
+    """Dry-run changes (jobs.tune_engagement.CalibrationChange) as the page shows them."""
+    rows = []
+    for c in changes:
+        kind, feature = formatting.split_key(c.key)
+        pct = formatting.change_pct(c.new_value, c.old_value)
+        rows.append(
+            PreviewRow(
+                key=c.key,
+                kind=kind,
+                feature=feature,
+                current=formatting.format_value(kind, c.old_value)
+                if c.old_value is not None
+                else "",
+                proposed=formatting.format_value(kind, c.new_value),
+                change_text=formatting.format_change(pct),
+                change=pct,
+                sample_size=c.sample_size,
+                distinct_users=c.distinct_users,
+            )
+        )
+    rows.sort(key=lambda r: (r.feature, r.kind))
+    return rows
 
 
 CSV_COLUMNS = (

@@ -22,6 +22,7 @@ from htmx_flask import make_response, request
 
 from dashboard import banners, formatting, overview, runs_page, tenant_page
 from dashboard.auth import admin_required, is_safe_next
+from dashboard.config import loops_enabled
 from dashboard.models import Organization, RunTrigger, TuneRun
 from dashboard.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
 from dashboard.timeutil import utcnow
@@ -143,6 +144,23 @@ def tenant_calibrations(slug: str) -> ResponseReturnValue:
 def tenant_history(slug: str) -> ResponseReturnValue:
     org = _org_or_404(slug)
     return render_template("_history.html", org=org, history=tenant_page.history(org.id))
+
+
+@bp.get("/tenants/<slug>/preview")
+@login_required
+def tenant_preview(slug: str) -> ResponseReturnValue:
+    """Dry run on demand (it aggregates raw signals, so never on a plain page view)."""
+    from jobs.tune_engagement import dry_run
+
+    org = _org_or_404(slug)
+    changes = tenant_page.preview_rows(dry_run(org.id, utcnow()))
+    return render_template(
+        "_preview.html",
+        org=org,
+        changes=changes,
+        days=_lookback_days(),
+        loops_on=loops_enabled(current_app.config.get("LOOPS_ENABLED")),
+    )
 
 
 @bp.get("/tenants/<slug>/calibrations.csv")

@@ -360,3 +360,29 @@ def test_csrf_token_is_on_every_page_for_htmx(viewer: FlaskClient) -> None:
     assert csrf_token(viewer, "/")
     assert 'name="htmx-config"' in html and '"allowEval": false' in html
     assert "<script>" not in html and " style=" not in html and " on" + "click" not in html
+
+
+def test_preview_shows_what_a_run_would_write_and_writes_nothing(
+    viewer: FlaskClient, make: Any
+) -> None:
+    from dashboard.models import Calibration, LoopSignal
+
+    org = make.org("acme")
+    now = utcnow()
+    for i in range(3):
+        db.session.add(
+            LoopSignal(org_id=org.id, kind="ENGAGE", feature="mention", user_id=i, created_at=now)
+        )
+    db.session.commit()
+    add_calibration(org, "engagement-rate:mention", 0.05, now - timedelta(days=7))
+    page = viewer.get("/tenants/acme").get_data(as_text=True)
+    assert 'hx-get="/tenants/acme/preview"' in page
+    html = viewer.get("/tenants/acme/preview").get_data(as_text=True)
+    assert html.lstrip().startswith('<div id="preview"')
+    assert "0.10/day" in html and "0.05/day" in html and "+100%" in html
+    assert "nothing was written" in html
+    db.session.expire_all()
+    assert db.session.query(Calibration).one().value == 0.05
+
+    make.org("empty")
+    assert "would write nothing" in viewer.get("/tenants/empty/preview").get_data(as_text=True)

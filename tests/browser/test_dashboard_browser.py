@@ -63,6 +63,11 @@ def test_viewer_reads_tenants_calibrations_and_charts(
     assert page.locator("#charts figcaption").first.inner_text().strip() != ""
     assert page.locator("button", has_text=re.compile(r"^Run")).count() == 0
 
+    # The dry run loads on demand, in place.
+    page.click("text=Preview what a run now would change")
+    page.locator("#preview table tbody tr").first.wait_for(timeout=10_000)
+    assert "nothing was written" in page.locator("#preview").inner_text()
+
     # Range switch swaps the charts in place (htmx) and updates the URL.
     page.evaluate("window.__stay = 1")
     page.click("#charts a.range-btn:has-text('90 days')")
