@@ -113,7 +113,9 @@ def test_admin_runs_one_tenant_and_watches_it_succeed_without_reload(
     polls: list[str] = []
     page.on("request", lambda r: polls.append(r.url) if "/tune/status" in r.url else None)
 
-    row.locator("button", has_text="Run").click()
+    # Keyboard only: focus the row's Run button and press Enter.
+    row.locator("button", has_text="Run").focus()
+    page.keyboard.press("Enter")
     # The status panel appears in place and the row's own cell follows the run.
     page.wait_for_selector("#run-status.is-active", timeout=10_000)
     cell.locator(".badge-succeeded").wait_for(timeout=RUN_TIMEOUT_MS)
@@ -131,7 +133,13 @@ def test_admin_runs_one_tenant_and_watches_it_succeed_without_reload(
 
 def test_failing_tenant_shows_failed_and_its_error(open_session: Callable[..., Session]) -> None:
     s = open_session()
-    s.login(*ADMIN)
+    # Sign in with the keyboard alone: the email field has focus, Tab, Enter.
+    s.goto("/login")
+    s.page.keyboard.type(ADMIN[0])
+    s.page.keyboard.press("Tab")
+    s.page.keyboard.type(ADMIN[1])
+    s.page.keyboard.press("Enter")
+    s.page.wait_for_url(s.base + "/")
     s.goto(f"/tenants/{FAILING_TENANT}")
     page = s.page
     page.locator(".page-head button", has_text="Run now").click()
