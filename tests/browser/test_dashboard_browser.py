@@ -123,6 +123,7 @@ def test_admin_runs_one_tenant_and_watches_it_succeed_without_reload(
     assert page.evaluate("window.__stay") == 1  # never reloaded
     assert polls, "the partial never polled"
     assert page.locator("#run-status").get_by_text("No longer updating.").is_visible()
+    s.screenshot("overview-after-run-desktop", full_page=False)
 
     # Polling has stopped: no status request for a while.
     seen = len(polls)
@@ -149,6 +150,7 @@ def test_failing_tenant_shows_failed_and_its_error(open_session: Callable[..., S
     # The run history reloads itself when the runs finish (HX-Trigger: runs-finished).
     page.locator("#history tr[data-state='failed']").first.wait_for(timeout=10_000)
     assert f"tuning of {FAILING_TENANT} fails" in page.locator("#history").inner_text()
+    s.screenshot("tenant-failed-run-desktop", full_page=False)
     page.locator(f"#last-run-{_org_id(page)} .badge-failed").wait_for(timeout=10_000)
 
     # Overview: the failed tenant is offered for a re-run, its row says failed.
