@@ -136,16 +136,15 @@ def load(
     pages = max(1, -(-total // per_page))
     page = min(max(page, 1), pages)
 
-    volume = _volume_subquery(since)
     last_id = last_run_id_column().label("last_run_id")
-    volume_col = func.coalesce(volume.c.volume, 0).label("volume")
-    stmt = (
-        select(Organization.id, Organization.slug, Organization.name, volume_col, last_id)
-        .outerjoin(volume, volume.c.org_id == Organization.id)
-        .where(*filters)
-    )
+    stmt = select(Organization.id, Organization.slug, Organization.name, last_id).where(*filters)
     if sort is Sort.VOLUME:
-        stmt = stmt.order_by(volume_col.desc(), Organization.name, Organization.id)
+        # Only this order needs every tenant's volume; the others read just the page's.
+        volume = _volume_subquery(since)
+        volume_col = func.coalesce(volume.c.volume, 0)
+        stmt = stmt.outerjoin(volume, volume.c.org_id == Organization.id).order_by(
+            volume_col.desc(), Organization.name, Organization.id
+        )
     elif sort is Sort.LAST_RUN:
         stmt = stmt.order_by(func.coalesce(last_id, 0).desc(), Organization.name, Organization.id)
     else:
@@ -197,7 +196,7 @@ def load(
             org_id=r.id,
             slug=r.slug,
             name=r.name,
-            volume=int(r.volume or 0),
+            volume=sum(daily[r.id].values()),
             daily=[daily[r.id].get(d, 0) for d in day_list],
             calibrations=calibrations.get(r.id, 0),
             last_run=runs.get(r.id),
