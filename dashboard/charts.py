@@ -1,8 +1,7 @@
-"""Server-side SVG chart geometry: pure functions from numbers to coordinates and labels.
+"""Server-side SVG chart geometry: pure functions from numbers to coordinates and labels."""
 
-Templates draw the SVG from these values (Jinja escapes every label), so charts need
-no JavaScript, no inline style, and read without hovering: axes, ticks and units.
-"""
+# Templates draw the SVG from these values (Jinja escapes every label), so charts need
+# no JavaScript and no inline style, and read without hovering: axes, ticks and units.
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The tenants overview read model: a fixed handful of indexed queries per page, any tenant count.
+"""The tenants overview read model: a fixed handful of indexed queries per page."""
 
-Volumes come from ``loop_signal_daily`` (never a scan of ``loop_signals``); the last
-run per tenant is a probe of the ``tune_runs (org_id, id)`` index.
-"""
+# Volumes come from loop_signal_daily (never a scan of loop_signals); the last run per
+# tenant is a probe of the tune_runs (org_id, id) index; the count does not grow with
+# the number of tenants.
 
 from __future__ import annotations
 

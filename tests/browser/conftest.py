@@ -1,10 +1,9 @@
-"""Browser fixtures: demo data, a real gunicorn, a real RQ worker and scheduler, Debian's Chromium.
+"""Browser fixtures: demo data, real gunicorn, RQ worker and scheduler, Debian's Chromium."""
 
-Everything runs against the suite's own database and Redis db index (TEST_REDIS_URL).
-Every request the browser makes is recorded; anything not aimed at 127.0.0.1/localhost
-is aborted and reported, and console errors are collected, so each test can assert
-"no request left localhost, no console errors".
-"""
+# Everything runs against the suite's own database and Redis db index (TEST_REDIS_URL).
+# Every request the browser makes is recorded; anything not aimed at 127.0.0.1/localhost
+# is aborted and reported, and console errors are collected, so each test can assert
+# "no request left localhost, no console errors".
 
 from __future__ import annotations
 
