@@ -187,6 +187,8 @@ class Gunicorn:
                 "GUNICORN_THREADS": str(self.threads),
                 "PYTHONUNBUFFERED": "1",
                 "LOG_LEVEL": "INFO",
+                # Never the shared Redis's db 0: login throttling writes there.
+                "REDIS_URL": RELIABILITY_REDIS_URL,
             }
         )
         env.pop("FLASK_DEBUG", None)

@@ -110,8 +110,15 @@ def _finished(run_id: int) -> TuneRun | None:
     return run if run.state in ("succeeded", "failed", "skipped") else None
 
 
+def _logs(tmp_path: Path) -> str:
+    return "\n".join(
+        f"== {p.name}\n" + p.read_text(errors="replace")[-1500:]
+        for p in sorted(tmp_path.glob("proc-*.log"))
+    )
+
+
 def test_sigkilled_worker_and_scheduler_abandon_nothing_half_written(
-    app: Flask, make: Any, spawn: Any, redis_conn: Redis
+    app: Flask, make: Any, spawn: Any, redis_conn: Redis, tmp_path: Path
 ) -> None:
     org = make.org(slug="acme")
     _engage(org.id, "mention", 60, 1_000_000)
@@ -147,8 +154,9 @@ def test_sigkilled_worker_and_scheduler_abandon_nothing_half_written(
     spawn("rq", "worker", **FAST)
     [rerun] = request_runs([org.id], trigger=RunTrigger.MANUAL, requested_by="admin")
     assert rerun.id != run.id
-    done = wait_for(lambda: _finished(rerun.id), 60, 0.2, "the re-run") or _run(rerun.id)
-    assert _run(rerun.id).state == "succeeded", done
+    wait_for(lambda: _finished(rerun.id), 60, 0.2, "the re-run") or _run(rerun.id)
+    final = _run(rerun.id)
+    assert final.state == "succeeded", (final.error, _logs(tmp_path))
     assert _calibrations(org.id) == {
         "engagement-rate:mention": (2.0, 60),
         "engagement-rate:digest": (1.0, 30),
@@ -158,21 +166,22 @@ def test_sigkilled_worker_and_scheduler_abandon_nothing_half_written(
 
 @pytest.mark.postgres_only
 def test_a_raising_tenant_and_a_million_signal_tenant_in_one_run(
-    app: Flask, make: Any, spawn: Any, redis_conn: Redis
+    app: Flask, make: Any, spawn: Any, redis_conn: Redis, tmp_path: Path
 ) -> None:
     big, bad = make.org(slug="big"), make.org(slug="bad")
     small = [make.org(slug=f"small-{i}") for i in range(3)]
     started = time.monotonic()
-    db.session.execute(
-        sa.text(
-            "INSERT INTO loop_signals (org_id, kind, feature, user_id, subject_id, created_at) "
-            "SELECT :org, 'ENGAGE', 'f' || (g % 4), g % 5000, 50000000 + g, "
-            "now() - interval '1 hour' - (g % 28) * interval '1 day' "
-            "FROM generate_series(1, 1000000) AS g"
-        ),
-        {"org": big.id},
-    )
-    db.session.commit()
+    for start in range(0, 1_000_000, 100_000):  # chunks: each under the statement timeout
+        db.session.execute(
+            sa.text(
+                "INSERT INTO loop_signals (org_id, kind, feature, user_id, subject_id, created_at) "
+                "SELECT :org, 'ENGAGE', 'f' || (g % 4), g % 5000, 50000000 + g, "
+                "now() - interval '1 hour' - (g % 28) * interval '1 day' "
+                "FROM generate_series(:first, :last) AS g"
+            ),
+            {"org": big.id, "first": start + 1, "last": start + 100_000},
+        )
+        db.session.commit()
     db.session.execute(sa.text("ANALYZE loop_signals"))
     db.session.commit()
     seeded_s = time.monotonic() - started
@@ -195,7 +204,8 @@ def test_a_raising_tenant_and_a_million_signal_tenant_in_one_run(
         wait_for(lambda r=run: _finished(r.id), job_timeout_s + 60, 0.5, f"run {run.id}")
     by_org = {run.org_id: _run(run.id) for run in runs}
 
-    assert by_org[bad.id].state == "failed" and "test hook" in (by_org[bad.id].error or "")
+    assert by_org[bad.id].state == "failed", by_org[bad.id].error
+    assert "test hook" in (by_org[bad.id].error or ""), (by_org[bad.id].error, _logs(tmp_path))
     for org in small:
         assert by_org[org.id].state == "succeeded", by_org[org.id].error
         assert _calibrations(org.id) == {"engagement-rate:mention": (1.0, 30)}
