@@ -103,7 +103,9 @@ def test_search_by_name_and_htmx_partial(viewer: FlaskClient, make: Any) -> None
     partial = viewer.get("/?q=ACME", headers={"HX-Request": "true", "HX-Target": "tenant-table"})
     body = partial.get_data(as_text=True)
     assert partial.status_code == 200
-    assert body.lstrip().startswith('<div id="tenant-table">')
+    assert body.lstrip().startswith('<div id="tenant-table"')
+    # After runs finish the table reloads itself with the same search and order.
+    assert 'hx-get="/?q=ACME&amp;sort=name" hx-trigger="runs-finished from:body"' in body
     assert "Acme Analytics" in body and "<html" not in body
 
     # A history restore needs the whole page, not the fragment.
