@@ -196,3 +196,27 @@ def test_admin_reaches_rq_dashboard_from_the_runs_page(
     s.page.locator("table tbody tr").first.wait_for(timeout=10_000)
     s.screenshot("rq-dashboard-desktop", full_page=False)
     s.watch.assert_clean()
+
+
+def test_admin_runs_all_tenants_then_reruns_the_failed_one(
+    open_session: Callable[..., Session],
+) -> None:
+    s = open_session()
+    s.login(*ADMIN)
+    page = s.page
+    page.click("button:has-text('Run now — all tenants')")
+    page.wait_for_selector("#run-status.is-active", timeout=10_000)
+    page.wait_for_selector("#run-status:not(.is-active) .run-status-head", timeout=RUN_TIMEOUT_MS)
+    # Every row was updated in place, without a reload.
+    expect(page.locator("table.tenants .run-cell .badge-succeeded")).to_have_count(5)
+    expect(page.locator(f"tr[data-slug='{FAILING_TENANT}'] .badge-failed")).to_have_count(1)
+    status = page.locator("#run-status")
+    assert "failed" in status.locator(".counts").inner_text()
+
+    page.click("button:has-text('Re-run failed tenants')")
+    # Only the failed tenant is re-run, and it fails again, with its error.
+    expect(status.locator("tbody tr")).to_have_count(1, timeout=10_000)
+    rerun = status.locator(f"tbody tr:has-text('{FAILING_TENANT.title()}')")
+    expect(rerun.locator(".badge-failed")).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    assert f"tuning of {FAILING_TENANT} fails" in rerun.inner_text()
+    s.watch.assert_clean()
