@@ -80,8 +80,13 @@ def init_app(app: Flask) -> None:
 
         discard_session()  # a plain rollback raises again on a dropped connection
         if _database_unavailable(exc):
+            # The driver's first line says why (refused, too many clients, timeout…).
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200] if str(exc) else ""
             log.warning(
-                "event=database_unavailable path=%s error=%s", request.path, type(exc).__name__
+                "event=database_unavailable path=%s error=%s reason=%r",
+                request.path,
+                type(exc).__name__,
+                reason,
             )
             if wants_json():
                 return json_error(503, "The database is unavailable; retry shortly.")
