@@ -135,6 +135,7 @@ def app(app_config: dict[str, Any], redis_conn: Redis) -> Iterator[Flask]:
         yield app
         db.session.remove()
         db.engine.dispose()
+        app.extensions["redis"].close()
 
 
 @pytest.fixture
