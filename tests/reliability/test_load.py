@@ -149,7 +149,7 @@ def test_200_clients_for_a_minute_lose_and_double_nothing(
     tally = asyncio.run(_run(server.url, users, LOAD_SECONDS))
     elapsed = time.monotonic() - started
 
-    engage = dict(
+    engage: dict[int, int] = dict(
         db.session.execute(
             sa.text(
                 "SELECT subject_id, count(*) FROM loop_signals WHERE kind = 'ENGAGE' "
@@ -169,7 +169,7 @@ def test_200_clients_for_a_minute_lose_and_double_nothing(
     all_latencies = [x for values in tally.latencies.values() for x in values]
     requests = len(all_latencies) + len(tally.errors)
     five_xx = sum(n for key, n in tally.statuses.items() if key.endswith((":500", ":502", ":503")))
-    figures = {
+    figures: dict[str, Any] = {
         "clients": CLIENTS,
         "seconds": round(elapsed, 1),
         "requests": requests,

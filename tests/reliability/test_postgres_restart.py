@@ -155,7 +155,7 @@ def test_postgres_crash_and_restart_loses_nothing_acknowledged(
         sa.select(sa.func.count()).select_from(Notification).where(Notification.read_at.is_(None))
     ).scalar_one()
     assert unread == 0
-    per_subject = dict(
+    per_subject: dict[int, int] = dict(
         db.session.execute(
             sa.text(
                 "SELECT subject_id, count(*) FROM loop_signals WHERE kind = 'ENGAGE' "
