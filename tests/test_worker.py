@@ -16,7 +16,7 @@ from dashboard.extensions import db
 from dashboard.models import Calibration, RunTrigger
 from dashboard.timeutil import utcnow
 from jobs.queue import worker_count
-from jobs.runs import request_runs
+from jobs.runs import request_runs, sweep_abandoned
 
 DAY = timedelta(days=1)
 # Test timings: beat twice a second, abandoned after 3 s of silence, sweep every second.
@@ -108,3 +108,28 @@ def test_a_worker_process_runs_a_tenant_that_fails_and_one_that_succeeds(
 
 def test_worker_count_is_zero_when_redis_is_down(app) -> None:
     assert worker_count(Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres_only
+def test_a_long_run_that_keeps_beating_is_never_swept(app, make, signals, spawn) -> None:
+    """The heartbeat runs beside the work: a run longer than the stale threshold survives
+    sweeps (on PostgreSQL; SQLite's single write lock blocks the beat during writes)."""
+    if not str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        pytest.skip("needs PostgreSQL")
+    app.config.update(TUNE_STALE_AFTER_S=2)
+    org = make.org()
+    signals.engage_many(org, "mention", utcnow() - DAY, 30)
+    spawn("rq", "worker", TUNE_TEST_DELAY_S=6, TUNE_HEARTBEAT_S=0.3, TUNE_STALE_AFTER_S=2)
+    wait_for_workers(app, 1)
+    [run] = request_runs([org.id], trigger=RunTrigger.MANUAL, requested_by="admin")
+
+    def finished():  # type: ignore[no-untyped-def]
+        sweep_abandoned(utcnow())  # as a status poll would, many times during the run
+        r = fresh_run(run.id)
+        return r.state in ("succeeded", "failed") and r
+
+    done = wait_until(finished, timeout=60, interval=0.3)
+    assert done.state == "succeeded", done.error
+    assert (done.finished_at - done.started_at).total_seconds() >= 6
+    assert calibrations(org.id) == {"engagement-rate:mention": 1.0}
