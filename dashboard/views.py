@@ -19,6 +19,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_required
 from htmx_flask import make_response, request
+from werkzeug.exceptions import HTTPException
 
 from dashboard import banners, formatting, overview, runs_page, tenant_page
 from dashboard.auth import admin_required, is_safe_next
@@ -62,6 +63,26 @@ def template_helpers() -> dict[str, object]:
         "now": utcnow,
         "low_sample_threshold": LOW_SAMPLE_THRESHOLD,
     }
+
+
+ERROR_PAGES = {
+    400: (
+        "The request was refused",
+        "The form was incomplete or its security token was missing or expired. "
+        "Reload the page and try again.",
+    ),
+    403: ("Not allowed", "Your role cannot do this. Viewers read; admins also run tuning."),
+    404: ("Not found", "There is no such tenant or page."),
+}
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(403)
+@bp.errorhandler(404)
+def error_page(exc: HTTPException) -> ResponseReturnValue:
+    code = exc.code or 500
+    title, text = ERROR_PAGES.get(code, (exc.name, exc.description or ""))
+    return render_template("error.html", code=code, title=title, text=text), code
 
 
 @bp.teardown_app_request

@@ -388,3 +388,16 @@ def test_preview_shows_what_a_run_would_write_and_writes_nothing(
 
     make.org("empty")
     assert "would write nothing" in viewer.get("/tenants/empty/preview").get_data(as_text=True)
+
+
+def test_error_pages_are_pages_with_a_way_back(viewer: FlaskClient) -> None:
+    response = viewer.get("/tenants/nope")
+    assert response.status_code == 404
+    html = response.get_data(as_text=True)
+    assert "There is no such tenant or page." in html and 'href="/"' in html
+    forbidden = viewer.post("/tune/run", data={"csrf_token": csrf_token(viewer, "/")})
+    assert forbidden.status_code == 403
+    assert "Viewers read; admins also run tuning." in forbidden.get_data(as_text=True)
+    refused = viewer.post("/tune/run")
+    assert refused.status_code == 400
+    assert "security token" in refused.get_data(as_text=True)
