@@ -168,6 +168,8 @@ def _org_id(page: Any) -> str:
 
 def test_screenshots_desktop_and_mobile(open_session: Callable[..., Session]) -> None:
     desktop = open_session(1280, 900)
+    desktop.goto("/login")
+    desktop.screenshot("login-desktop", full_page=False)
     desktop.login(*ADMIN)
     _shoot_pages(desktop, "desktop")
     mobile = open_session(390, 844)
