@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 import click
 from flask import Flask, current_app
@@ -159,7 +160,8 @@ def rq_worker(burst: bool, name: str | None, max_jobs: int | None) -> None:
             sweep_interval_s=settings.sweep_interval_s(),
         )
         worker.work(burst=burst, max_jobs=max_jobs, logging_level=level)
-        if burst or max_jobs is not None or worker._stop_requested:
+        asked_to_stop = worker._stop_requested or worker._shutdown_requested_date is not None
+        if burst or max_jobs is not None or asked_to_stop:
             return
         # work() returned without being asked to stop: Redis went away. Start over.
         log.warning("event=worker_restart reason=work_loop_ended")
@@ -179,9 +181,11 @@ def rq_scheduler(interval: int | None, burst: bool) -> None:
         validate_cron(cron)
     except InvalidSchedule as exc:
         raise click.ClickException(str(exc)) from None
-    # rq-scheduler reads cron strings in local time: make this process's local time UTC.
+    # rq-scheduler reads cron strings in local time: make this process's local time UTC
+    # (which also makes crontab's warning about naive local times moot).
     os.environ["TZ"] = "UTC"
     time.tzset()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="rq_scheduler")
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     queue = settings.queue_name()
     every = interval or constants.DEFAULT_SCHEDULER_INTERVAL_S

@@ -17,6 +17,7 @@ from dashboard.models import Calibration, RunTrigger
 from dashboard.timeutil import utcnow
 from jobs.queue import worker_count
 from jobs.runs import request_runs, sweep_abandoned
+from jobs.schedule import scheduler_alive
 
 DAY = timedelta(days=1)
 # Test timings: beat twice a second, abandoned after 3 s of silence, sweep every second.
@@ -133,3 +134,19 @@ def test_a_long_run_that_keeps_beating_is_never_swept(app, make, signals, spawn)
     assert done.state == "succeeded", done.error
     assert (done.finished_at - done.started_at).total_seconds() >= 6
     assert calibrations(org.id) == {"engagement-rate:mention": 1.0}
+
+
+@pytest.mark.slow
+def test_worker_and_scheduler_stop_on_sigterm(app, spawn) -> None:
+    """A process manager (honcho, systemd) stopping them must not see them restart."""
+    worker = spawn("rq", "worker")
+    scheduler = spawn("rq", "scheduler", "--interval", "1")
+    redis = Redis.from_url(app.config["REDIS_URL"])
+    wait_for_workers(app, 1)
+    wait_until(lambda: scheduler_alive(redis), timeout=60)
+    for proc in (worker, scheduler):
+        proc.send_signal(signal.SIGTERM)
+    for proc in (worker, scheduler):
+        proc.wait(timeout=30)
+        assert "worker_restart" not in proc_output(proc)
+    assert not scheduler_alive(redis)
