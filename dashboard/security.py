@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
 
 # No inline script or style, no external origin: htmx, the charts and the pages'
 # own scripts are files under /static.
@@ -138,8 +138,11 @@ def _refuse_nul_characters() -> None:
     """NUL in a query or form value is never meaningful, and PostgreSQL text refuses it.
 
     Refused here, for every page and route, rather than as a 500 from the first
-    query that compares a column with it (a search box, the login form).
+    query that compares a column with it (a search box, the login form, a slug).
+    A path with NUL names nothing: 404, as any unknown resource.
     """
+    if "\x00" in request.path:
+        raise NotFound()
     values = [*request.args.values()]
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         values.extend(request.form.values())

@@ -204,6 +204,26 @@ def test_logout_invalidates_the_session_and_remember_cookie_everywhere(
     assert replay_remember.get("/").status_code in (302, 303)
 
 
+def test_nul_in_dashboard_paths_and_parameters_is_never_a_500(app: Flask, make: Any) -> None:
+    """On PostgreSQL a NUL reaching a query raises; found on /tenants/<slug> pages."""
+    make.org(slug="acme")
+    client = app.test_client()
+    _login(client, make.user(role=Role.VIEWER).email)
+    for path in (
+        "/tenants/a%00b",
+        "/tenants/a%00b/calibrations.csv",
+        "/tenants/a%00b/history",
+        "/tenants/a%00b/calibrations",
+    ):
+        assert client.get(path).status_code == 404, path
+    for path in ("/?q=%00", "/runs?state=%00", "/tune/status?cells=%00"):
+        assert client.get(path).status_code == 400, path
+    assert (
+        client.post("/login", data={"email": "a\x00b@example.com", "password": "x"}).status_code
+        == 400
+    )
+
+
 class TestCsrf:
     @pytest.fixture
     def app_config(self, app_config: dict[str, Any]) -> dict[str, Any]:
