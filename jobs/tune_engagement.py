@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app
 from rq import get_current_job
 from sqlalchemy import Engine, and_, distinct, func, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 
@@ -212,44 +213,61 @@ def dry_run(org_id: int, now: datetime) -> list[CalibrationChange]:
     return changes
 
 
+def _upsert() -> Any:
+    table = Calibration.__table__
+    if db.session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def _write(
     org_id: int, run_id: int, computed: list[FeatureCalibration], now: datetime, window: int
 ) -> int:
-    """Create or update in place (same row id), keeping what each value replaced."""
-    current = _current(org_id, [c.key for c in computed])
-    delay = settings.test_delay_s()
-    for i, c in enumerate(computed):
-        row = current.get(c.key)
-        if row is None:
-            db.session.add(
-                Calibration(
-                    org_id=org_id,
-                    key=c.key,
-                    value=c.value,
-                    sample_size=c.sample_size,
-                    window_days=window,
-                    computed_at=now,
-                    distinct_users=c.distinct_users,
-                    run_id=run_id,
-                )
+    """Create or update in place (same row id), keeping what each value replaced.
+
+    One INSERT … ON CONFLICT (org_id, key) DO UPDATE for the tenant: the SET
+    expressions read the row's old values, which become its ``previous_*``.
+    """
+    if computed:
+        table = Calibration.__table__
+        insert = _upsert().values(
+            [
+                {
+                    "org_id": org_id,
+                    "key": c.key,
+                    "value": c.value,
+                    "sample_size": c.sample_size,
+                    "window_days": window,
+                    "computed_at": now,
+                    "distinct_users": c.distinct_users,
+                    "run_id": run_id,
+                }
+                for c in computed
+            ]
+        )
+        new = insert.excluded
+        db.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[table.c.org_id, table.c.key],
+                set_={
+                    "previous_value": table.c.value,
+                    "previous_sample_size": table.c.sample_size,
+                    "previous_computed_at": table.c.computed_at,
+                    "previous_run_id": table.c.run_id,
+                    "value": new.value,
+                    "sample_size": new.sample_size,
+                    "window_days": new.window_days,
+                    "computed_at": new.computed_at,
+                    "distinct_users": new.distinct_users,
+                    "run_id": new.run_id,
+                },
             )
-        else:
-            row.previous_value = row.value
-            row.previous_sample_size = row.sample_size
-            row.previous_computed_at = row.computed_at
-            row.previous_run_id = row.run_id
-            row.value = c.value
-            row.sample_size = c.sample_size
-            row.window_days = window
-            row.computed_at = now
-            row.distinct_users = c.distinct_users
-            row.run_id = run_id
-        if i == 0 and delay > 0:
-            # TEST-ONLY hook (TUNE_TEST_DELAY_S): stall half-way through the
-            # tenant's writes so a test can kill the worker mid-transaction.
-            db.session.flush()
-            time.sleep(delay)
-    db.session.flush()
+        )
+    delay = settings.test_delay_s()
+    if delay > 0:
+        # TEST-ONLY hook (TUNE_TEST_DELAY_S): stall with the tenant's calibrations
+        # written but not committed, so a test can kill the worker mid-transaction.
+        time.sleep(delay)
     return len(computed)
 
 
