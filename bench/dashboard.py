@@ -40,9 +40,11 @@ OVERVIEW_SQL = [
            (SELECT max(r.id) FROM tune_runs r WHERE r.org_id = o.id)
     FROM organizations o
     LEFT JOIN (SELECT org_id, sum(count) AS volume FROM loop_signal_daily
-               WHERE kind = 'ENGAGE' AND day >= %(since)s GROUP BY org_id) v
+               WHERE org_id = ANY(%(first_page)s) AND kind = 'ENGAGE' AND day >= %(since)s
+               GROUP BY org_id) v
       ON v.org_id = o.id
-    ORDER BY o.name, o.id LIMIT 25
+    WHERE o.id = ANY(%(first_page)s)
+    ORDER BY o.name, o.id
     """,
     """
     SELECT org_id, day, sum(count) FROM loop_signal_daily

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -181,6 +182,24 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def load_results(scale: str, plan: dict[str, Any]) -> dict[str, Any]:
+    """The latest JSON result of each part at this scale (and its SQLite/scaling runs)."""
+    files = {
+        "markread": f"markread-{scale}",
+        "tune": f"tune-{scale}",
+        "dashboard": f"dashboard-{scale}",
+        "sqlite": f"sqlite-{plan['sqlite']}",
+    }
+    if plan["scaling"]:
+        files["tune_scaling"] = f"tune-{plan['scaling']}"
+    out = {}
+    for part, name in files.items():
+        path = RESULTS_DIR / f"{name}.json"
+        if path.exists():
+            out[part] = json.loads(path.read_text())
+    return out
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print()
     print(f"{'figure':<52} {'measured':>10} {'baseline':>10} {'ratio':>7}  {'target':<26} met")
@@ -199,9 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default="markread,tune,dashboard,sqlite", help="comma-separated parts to run"
     )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the table from the JSON results already in bench/results",
+    )
     args = parser.parse_args(argv)
     scale = scale_named(args.scale)
     plan = PLANS[args.scale]
+    if args.summary_only:
+        print_table(summary_rows(load_results(args.scale, plan)))
+        return 0
     parts = set(args.only.split(","))
     dbname = database_name(scale)
     started = time.perf_counter()
