@@ -301,21 +301,29 @@ def _finish(run_id: int, state: RunState, *, error: str | None = None, written: 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def tune_tenant(org_id: int, run_id: int, now: datetime) -> TenantResult:
+def tune_tenant(
+    org_id: int, run_id: int, now: datetime, *, slug: str | None = None
+) -> TenantResult:
     """Run one tenant's tuning for run ``run_id``: claim, compute, write — one transaction.
 
     The run must be ``queued``; it is claimed (``running``) in its own commit, then
     the calibrations, the chart rollup and the run's ``succeeded`` are one
     transaction: a tenant is never half-written. Any error fails only this tenant.
+    ``slug`` only names the tenant in logs (looked up when not given).
     """
     started = time.perf_counter()
     job_id = _job_id()
+    if slug is None:
+        slug = db.session.execute(
+            select(Organization.slug).where(Organization.id == org_id)
+        ).scalar()
 
     def result(state: str, written: int = 0, error: str | None = None) -> TenantResult:
         ms = int((time.perf_counter() - started) * 1000)
         log_fn = log.warning if state == RunState.FAILED.value else log.info
         log_fn(
-            "event=tune_tenant org=%s run=%s state=%s calibrations=%d ms=%d job=%s%s",
+            "event=tune_tenant tenant=%s org=%s run=%s state=%s calibrations=%d ms=%d job=%s%s",
+            slug,
             org_id,
             run_id,
             state,
@@ -348,13 +356,8 @@ def tune_tenant(org_id: int, run_id: int, now: datetime) -> TenantResult:
 
     window = settings.lookback_days()
     try:
-        failing = settings.test_fail_tenants()
-        if failing:
-            slug = db.session.get(Organization, org_id)
-            if slug is not None and slug.slug in failing:
-                raise RuntimeError(
-                    f"test hook: tuning of {slug.slug} fails (TUNE_TEST_FAIL_TENANTS)"
-                )
+        if slug in settings.test_fail_tenants():
+            raise RuntimeError(f"test hook: tuning of {slug} fails (TUNE_TEST_FAIL_TENANTS)")
         computed = compute_calibrations(org_id, now, window)
         written = _write(org_id, run_id, computed, now, window)
         rollup.refresh(org_id, (now - timedelta(days=window)).date())
@@ -426,9 +429,11 @@ class Heartbeat:
 def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[TenantResult]:
     """Tune the tenants of these queued runs, one after another, under one heartbeat."""
     org_of = {
-        int(run_id): int(org_id)
-        for run_id, org_id in db.session.execute(
-            select(TuneRun.id, TuneRun.org_id).where(TuneRun.id.in_(run_ids))
+        int(run_id): (int(org_id), str(slug))
+        for run_id, org_id, slug in db.session.execute(
+            select(TuneRun.id, TuneRun.org_id, Organization.slug)
+            .join(Organization, Organization.id == TuneRun.org_id)
+            .where(TuneRun.id.in_(run_ids))
         )
     }
     db.session.rollback()
@@ -438,7 +443,8 @@ def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[Te
             if run_id not in org_of:
                 log.warning("event=run_missing run=%s job=%s", run_id, _job_id())
                 continue
-            results.append(tune_tenant(org_of[run_id], run_id, now or utcnow()))
+            org_id, slug = org_of[run_id]
+            results.append(tune_tenant(org_id, run_id, now or utcnow(), slug=slug))
     return results
 
 
