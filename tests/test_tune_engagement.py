@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from dashboard.extensions import db
 from dashboard.models import Calibration, RunState, RunTrigger, SignalDailyCount, TuneRun
+from dashboard.timeutil import utcnow
 from jobs import tune_engagement
 from jobs.runs import create_queued_runs, run_in_process
 from jobs.tune_engagement import (
@@ -381,3 +382,30 @@ def test_the_rate_is_count_over_the_configured_window(app, make, signals, lookba
     assert calibrations(org.id)["engagement-rate:mention"].value == compute_engagement_scale(
         45, lookback
     )
+
+
+def test_the_whole_loop_through_the_api(make, api_as) -> None:
+    """Deliver through the API, read some, tune, and read the calibrations back."""
+    from dashboard.models import Role
+
+    admin, viewer, reader = make.user(role=Role.ADMIN), make.user(role=Role.VIEWER), make.user()
+    org = make.org("acme")
+    make.member(reader, org)
+    sender, client, looker = api_as(admin), api_as(reader), api_as(viewer)
+    cold = looker.get("/api/v1/orgs/acme/calibrations/engagement-rate:mention").get_json()
+    assert cold["value"] is None  # cold start
+    ids = [
+        sender.post(
+            "/api/v1/notifications", json={"user_id": reader.id, "feature": "mention", "title": "t"}
+        ).get_json()["id"]
+        for _ in range(4)
+    ]
+    for nid in ids[:3]:
+        assert client.post(f"/api/v1/notifications/{nid}/read").get_json()["first_read"]
+    client.delete(f"/api/v1/notifications/{ids[0]}/read")
+    client.post(f"/api/v1/notifications/{ids[0]}/read")  # not a first read again
+    tune([org.id], now=utcnow() + timedelta(seconds=1))
+    rate = looker.get("/api/v1/orgs/acme/calibrations/engagement-rate:mention").get_json()
+    ratio = looker.get("/api/v1/orgs/acme/calibrations/engagement-ratio:mention").get_json()
+    assert (rate["value"], rate["sample_size"]) == (0.1, 3)
+    assert (ratio["value"], ratio["sample_size"]) == (0.75, 4)
