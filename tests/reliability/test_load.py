@@ -76,6 +76,8 @@ class Tally:
     first_reads: Counter[int] = field(default_factory=Counter)  # id -> first_read=true acks
     acked: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    transport_retries: list[str] = field(default_factory=list)
+    retried: set[int] = field(default_factory=set)  # first reads sent more than once
 
 
 async def _client(
@@ -95,15 +97,24 @@ async def _client(
         else:
             kind, nid = "list", 0
         started = time.monotonic()
-        try:
-            if kind == "list":
-                reply = await http.get(
-                    "/api/v1/notifications", params={"limit": 50}, headers=headers
-                )
-            else:
-                reply = await http.post(f"/api/v1/notifications/{nid}/read", headers=headers)
-        except httpx.HTTPError as exc:
-            tally.errors.append(f"{kind}: {exc!r}")
+        reply = None
+        for attempt in range(3):
+            try:
+                if kind == "list":
+                    reply = await http.get(
+                        "/api/v1/notifications", params={"limit": 50}, headers=headers
+                    )
+                else:
+                    reply = await http.post(f"/api/v1/notifications/{nid}/read", headers=headers)
+                break
+            except httpx.TransportError as exc:
+                # A pooled connection closed under the request: the client never got an
+                # answer, so, as any client would, it retries (marking read is idempotent).
+                tally.transport_retries.append(f"{kind} attempt {attempt + 1}: {exc!r}")
+                if kind == "first_read":
+                    tally.retried.add(nid)
+        if reply is None:
+            tally.errors.append(f"{kind}: no answer after 3 attempts")
             continue
         tally.latencies[kind].append(time.monotonic() - started)
         tally.statuses[f"{kind}:{reply.status_code}"] += 1
@@ -119,7 +130,11 @@ async def _client(
 
 async def _run(url: str, users: list[tuple[str, list[int]]], seconds: float) -> Tally:
     tally = Tally()
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    # Idle connections are dropped before gunicorn's keepalive (5 s) closes them, which
+    # avoids most reuse-while-closing races; the rest are retried and counted.
+    limits = httpx.Limits(
+        max_connections=CLIENTS, max_keepalive_connections=CLIENTS, keepalive_expiry=4.0
+    )
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         stop_at = time.monotonic() + seconds
         await asyncio.gather(
@@ -167,7 +182,7 @@ def test_200_clients_for_a_minute_lose_and_double_nothing(
     double_first_reads = [nid for nid, n in tally.first_reads.items() if n > 1]
     unexplained = set(engage) - set(tally.first_reads)
     all_latencies = [x for values in tally.latencies.values() for x in values]
-    requests = len(all_latencies) + len(tally.errors)
+    requests = len(all_latencies) + len(tally.errors) + len(tally.transport_retries)
     five_xx = sum(n for key, n in tally.statuses.items() if key.endswith((":500", ":502", ":503")))
     figures: dict[str, Any] = {
         "clients": CLIENTS,
@@ -177,6 +192,7 @@ def test_200_clients_for_a_minute_lose_and_double_nothing(
         "by_kind": {k: len(v) for k, v in tally.latencies.items()},
         "statuses": dict(tally.statuses),
         "errors": len(tally.errors),
+        "transport_retries": len(tally.transport_retries),
         "five_xx": five_xx,
         "first_reads_acknowledged": sum(tally.first_reads.values()),
         "engage_rows": sum(engage.values()),
@@ -196,7 +212,10 @@ def test_200_clients_for_a_minute_lose_and_double_nothing(
     assert tally.errors == [], tally.errors[:5]
     assert five_xx == 0
     assert lost == [] and duplicated_rows == [] and double_first_reads == []
-    # Every ENGAGE row is one acknowledged first read, and the other way round.
-    assert unexplained == set()
-    assert sum(engage.values()) == sum(tally.first_reads.values())
+    # Every ENGAGE row is one acknowledged first read, and the other way round -- except
+    # a first read whose answer was lost and whose retry was (rightly) a repeat read.
+    assert unexplained <= tally.retried
+    assert sum(tally.first_reads.values()) <= sum(engage.values())
+    assert sum(engage.values()) - sum(tally.first_reads.values()) <= len(tally.retried)
+    assert len(tally.transport_retries) <= max(5, requests // 1000), tally.transport_retries[:5]
     assert figures["by_kind"].get("first_read", 0) > 1000  # the load really happened
