@@ -97,7 +97,8 @@ def database_name(scale: Scale) -> str:
 
 def pg_url(dbname: str, driver: str = "postgresql+psycopg") -> str:
     """SQLAlchemy URL (default) or a libpq one (``driver="postgresql"``) for ``dbname``."""
-    server = PG_SERVER.split("://", 1)[1]
+    # Host part only: a database name in BENCH_PG_SERVER is ignored.
+    server = PG_SERVER.split("://", 1)[1].split("/", 1)[0]
     return f"{driver}://{server}/{dbname}"
 
 
