@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ProbeTimeout
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,13 +18,29 @@ bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
 
+DEFAULT_DB_TIMEOUT_S = 3.0
+# A frozen database server (a stopped process, a black-holed network) accepts the
+# bytes and never answers, and no client-side timeout covers an established
+# connection. The probe runs beside the request so /healthz still says "down" within
+# HEALTHZ_DB_TIMEOUT_S; at most two probes can be stuck at once.
+_probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="healthz-db")
+
+
+def _probe(app: Flask) -> None:
+    with app.app_context(), db.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 def database_up() -> bool:
+    timeout = float(current_app.config.get("HEALTHZ_DB_TIMEOUT_S", DEFAULT_DB_TIMEOUT_S))
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        db.session.execute(text("SELECT 1"))
-        db.session.rollback()
+        _probes.submit(_probe, app).result(timeout=timeout)
         return True
+    except ProbeTimeout:
+        log.warning("event=healthz_database_down error=timeout after_s=%g", timeout)
+        return False
     except SQLAlchemyError as exc:
-        db.session.rollback()
         log.warning("event=healthz_database_down error=%s", type(exc).__name__)
         return False
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -177,3 +180,41 @@ def test_postgres_crash_and_restart_loses_nothing_acknowledged(
         f"first_reads_acked={first_reads} crashes={len(CRASHES)} recovered_s={max(recovered):.2f} "
         f"slowest_failure_s={readers.slowest_failure:.2f}"
     )
+
+
+def _cluster_pids(cluster: PgCluster) -> list[int]:
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return [postmaster, *(int(pid) for pid in children)]
+
+
+def test_frozen_postgres_turns_healthz_down_within_its_timeout(
+    cluster_app: Flask, pg_cluster: PgCluster, gunicorn: Any
+) -> None:
+    """SIGSTOP: the server accepts bytes and never answers (a hung host, a black hole)."""
+    server = gunicorn(
+        {"DATABASE_URL": pg_cluster.url, "REDIS_URL": RELIABILITY_REDIS_URL},
+        workers=1,
+        threads=4,
+    )
+    assert http("GET", f"{server.url}/healthz").status == 200
+    pids = _cluster_pids(pg_cluster)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        replies = [http("GET", f"{server.url}/healthz", timeout=30) for _ in range(3)]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for reply in replies:
+        assert reply.status == 503 and reply.json()["database"] == "down"
+        assert reply.seconds < 3.0 + 2.0  # HEALTHZ_DB_TIMEOUT_S + slack
+    wait_for(
+        lambda: http("GET", f"{server.url}/healthz", timeout=30).status == 200,
+        30,
+        0.5,
+        "healthz to recover after SIGCONT",
+    )
+    print(f"\nRELIABILITY frozen_postgres healthz_s={[round(r.seconds, 2) for r in replies]}")
