@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as ProbeTimeout
 
@@ -32,7 +33,11 @@ def _probe(app: Flask) -> None:
 
 
 def database_up() -> bool:
-    timeout = float(current_app.config.get("HEALTHZ_DB_TIMEOUT_S", DEFAULT_DB_TIMEOUT_S))
+    timeout = float(
+        current_app.config.get("HEALTHZ_DB_TIMEOUT_S")
+        or os.environ.get("HEALTHZ_DB_TIMEOUT_S")
+        or DEFAULT_DB_TIMEOUT_S
+    )
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         _probes.submit(_probe, app).result(timeout=timeout)
