@@ -74,3 +74,27 @@ def test_refresh_with_an_upper_bound(make):
     rollup.refresh(org.id, date(2026, 3, 1), date(2026, 3, 2))
     db.session.commit()
     assert sorted(day for _, _, day in counts(org.id)) == [date(2026, 3, 1), date(2026, 3, 2)]
+
+
+def test_refresh_recent_brings_every_tenant_up_to_date(make):
+    orgs = [make.org(), make.org()]
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    for org in orgs:
+        signal(org.id, datetime(2026, 3, 1, 9, tzinfo=UTC))
+        rollup.refresh(org.id, date(2026, 2, 1))
+    db.session.commit()
+    # Reads arrive after the last recount: yesterday late, today, and one old day.
+    for org in orgs:
+        signal(org.id, datetime(2026, 3, 9, 23, 59, tzinfo=UTC))
+        signal(org.id, datetime(2026, 3, 10, 8, tzinfo=UTC))
+        signal(org.id, datetime(2026, 3, 10, 9, tzinfo=UTC), kind="DELIVER")
+        signal(org.id, datetime(2026, 3, 5, 9, tzinfo=UTC))  # older than the recent window
+    db.session.commit()
+    rollup.refresh_recent(now)
+    for org in orgs:
+        assert counts(org.id) == {
+            ("ENGAGE", "mention", date(2026, 3, 1)): 1,
+            ("ENGAGE", "mention", date(2026, 3, 9)): 1,
+            ("ENGAGE", "mention", date(2026, 3, 10)): 1,
+            ("DELIVER", "mention", date(2026, 3, 10)): 1,
+        }
