@@ -6,7 +6,7 @@ import os
 
 from flask import current_app
 
-from jobs import constants
+from jobs import constants, rollup_refresh
 
 
 def _number(name: str, default: float) -> float:
@@ -62,3 +62,7 @@ def test_fail_tenants() -> frozenset[str]:
         "TUNE_TEST_FAIL_TENANTS", ""
     )
     return frozenset(s.strip() for s in str(raw).split(",") if s.strip())
+
+
+def rollup_refresh_interval_s() -> int:
+    return int(_number("ROLLUP_REFRESH_INTERVAL_S", rollup_refresh.DEFAULT_INTERVAL_S))

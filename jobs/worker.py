@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    """A daemon thread that fails abandoned runs every ``interval_s`` seconds."""
+    """A daemon thread: every ``interval_s`` s, fail abandoned runs and refresh daily counts."""
 
     def __init__(self, app: Flask, interval_s: float) -> None:
         self.app = app
@@ -32,12 +32,26 @@ class Sweeper:
         with self.app.app_context():
             return sweep_abandoned(utcnow())
 
+    def refresh_rollups(self) -> bool:
+        from dashboard.redis_conn import get_redis
+        from jobs import settings
+        from jobs.rollup_refresh import refresh_if_due
+
+        with self.app.app_context():
+            return refresh_if_due(get_redis(), utcnow(), settings.rollup_refresh_interval_s())
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.sweep_once()
             except Exception:
                 log.exception("event=sweep_failed where=worker")
+            # Between weekly runs the dashboard's charts would go stale: recount
+            # recent days every few minutes (once across all workers).
+            try:
+                self.refresh_rollups()
+            except Exception:
+                log.exception("event=rollup_refresh_failed where=worker")
 
     def start(self) -> None:
         self._thread.start()

@@ -32,3 +32,18 @@ def test_refreshes_once_per_interval(make, redis_conn):
     assert refresh_if_due(redis_conn, now, interval_s=60) is True
     db.session.expire_all()
     assert db.session.execute(select(SignalDailyCount.count)).scalar_one() == 2
+
+
+def test_the_worker_sweep_loop_refreshes_daily_counts(app, make, redis_conn):
+    from jobs.worker import Sweeper
+
+    org = make.org()
+    db.session.add(
+        LoopSignal(org_id=org.id, kind="DELIVER", feature="digest", created_at=datetime.now(UTC))
+    )
+    db.session.commit()
+    sweeper = Sweeper(app, interval_s=60)
+    assert sweeper.refresh_rollups() is True
+    assert sweeper.refresh_rollups() is False  # once per interval
+    db.session.expire_all()
+    assert db.session.execute(select(SignalDailyCount.kind)).scalar_one() == "DELIVER"
