@@ -39,6 +39,8 @@ def test_redis_down_healthz_and_mark_read_still_work(app_config, make):
         assert read.status_code == 200
         assert read.get_json()["first_read"] is True
         assert db.session.query(LoopSignal).count() == 1
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_database_down_is_503_json(app_config):
