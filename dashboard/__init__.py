@@ -21,6 +21,8 @@ def _configure_logging(app: Flask) -> None:
             level=level, format="%(asctime)s level=%(levelname)s %(name)s %(message)s"
         )
     app.logger.setLevel(level)
+    # Alembic announces each of its plugins at INFO whenever an app is created.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
