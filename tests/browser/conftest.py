@@ -158,7 +158,9 @@ def _wait_for_worker(redis: Redis, processes: list[subprocess.Popen[bytes]]) -> 
 # --- the browser ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop while it is open, and another
+# module's sync_playwright() (the XSS test in tests/reliability) refuses to start inside it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
