@@ -106,8 +106,14 @@ def _has_sqlite_sequence(conn: sa.Connection) -> bool:
 
 
 @pytest.fixture
-def redis_conn() -> Iterator[Redis]:
-    conn = Redis.from_url(TEST_REDIS_URL)
+def test_redis_url() -> str:
+    """The Redis db this suite owns; a folder's conftest may point its tests elsewhere."""
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def redis_conn(test_redis_url: str) -> Iterator[Redis]:
+    conn = Redis.from_url(test_redis_url)
     conn.flushdb()
     yield conn
     conn.flushdb()
@@ -115,13 +121,13 @@ def redis_conn() -> Iterator[Redis]:
 
 
 @pytest.fixture
-def app_config(database_url: str) -> dict[str, Any]:
+def app_config(database_url: str, test_redis_url: str) -> dict[str, Any]:
     """Per-test overrides: override this fixture, or mutate app.config in the test."""
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key",
         "SQLALCHEMY_DATABASE_URI": database_url,
-        "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_URL": test_redis_url,
         "LOOPS_ENABLED": "true",
         "RATELIMIT_ENABLED": False,
     }

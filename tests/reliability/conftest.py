@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from redis import Redis
 
 from dashboard import create_app
 from dashboard.extensions import db
@@ -96,24 +95,8 @@ def gunicorn(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def redis_conn() -> Iterator[Redis]:
-    conn = Redis.from_url(RELIABILITY_REDIS_URL)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
-
-
-@pytest.fixture
-def app_config(database_url: str) -> dict[str, Any]:
-    return {
-        "TESTING": True,
-        "SECRET_KEY": "test-secret-key",
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        "REDIS_URL": RELIABILITY_REDIS_URL,
-        "LOOPS_ENABLED": "true",
-        "RATELIMIT_ENABLED": False,
-    }
+def test_redis_url() -> str:
+    return RELIABILITY_REDIS_URL
 
 
 @pytest.fixture(autouse=True)
