@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, bindparam, select
+from sqlalchemy import BigInteger, BindParameter, Integer, Select, String, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -12,7 +12,7 @@ from dashboard.extensions import db
 from dashboard.models import LoopSignal, OrgMembership, SignalKind
 
 
-def primary_org_query(user_id: int):  # type: ignore[no-untyped-def]
+def primary_org_query(user_id: int | BindParameter[int]) -> Select[int]:
     """The user's primary org: the oldest membership, ties broken by lowest org id."""
     return (
         select(OrgMembership.org_id)
@@ -47,18 +47,12 @@ def _emit_statement() -> Insert:
     dialect = db.session.get_bind().dialect.name
     stmt = _EMIT_STATEMENTS.get(dialect)
     if stmt is None:
-        source = (
-            select(
-                OrgMembership.org_id,
-                bindparam("kind", type_=String()),
-                bindparam("feature", type_=String()),
-                bindparam("user_id", type_=Integer()),
-                bindparam("subject_id", type_=BigInteger()),
-                bindparam("at", type_=LoopSignal.__table__.c.created_at.type),
-            )
-            .where(OrgMembership.user_id == bindparam("user_id", type_=Integer()))
-            .order_by(OrgMembership.joined_at, OrgMembership.org_id)
-            .limit(1)
+        source = primary_org_query(bindparam("user_id", type_=Integer())).add_columns(
+            bindparam("kind", type_=String()),
+            bindparam("feature", type_=String()),
+            bindparam("user_id", type_=Integer()),
+            bindparam("subject_id", type_=BigInteger()),
+            bindparam("at", type_=LoopSignal.__table__.c.created_at.type),
         )
         stmt = _insert_ignoring_duplicates().from_select(_EMIT_COLUMNS, source)
         _EMIT_STATEMENTS[dialect] = stmt
