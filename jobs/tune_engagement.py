@@ -42,29 +42,35 @@ Number = int | float
 # --- the pure math ------------------------------------------------------------
 
 
+def _positive_finite_pair(a: Number, b: Number) -> tuple[float, float] | None:
+    """Both as floats when both are finite and > 0; None otherwise (never raises)."""
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y)) or x <= 0 or y <= 0:
+        return None
+    return x, y
+
+
 def compute_engagement_scale(count: Number, days: Number) -> float:
     """Signals per day: ``count / days`` rounded to 4 decimals.
 
     0.0 for days <= 0, count <= 0, or any non-finite input (SPEC §6). Pure.
     """
-    try:
-        c, d = float(count), float(days)
-    except (TypeError, ValueError, OverflowError):
+    pair = _positive_finite_pair(count, days)
+    if pair is None:
         return 0.0
-    if not (math.isfinite(c) and math.isfinite(d)) or c <= 0 or d <= 0:
-        return 0.0
-    rate = round(c / d, 4)
+    rate = round(pair[0] / pair[1], 4)
     return rate if math.isfinite(rate) else 0.0
 
 
 def compute_engagement_ratio(engaged: Number, delivered: Number) -> float:
     """Fraction of delivered notifications first-read: 0..1, 4 decimals; 0.0 if none delivered."""
-    try:
-        e, d = float(engaged), float(delivered)
-    except (TypeError, ValueError, OverflowError):
+    pair = _positive_finite_pair(engaged, delivered)
+    if pair is None:
         return 0.0
-    if not (math.isfinite(e) and math.isfinite(d)) or d <= 0 or e <= 0:
-        return 0.0
+    e, d = pair
     return round(min(e, d) / d, 4)
 
 
