@@ -54,12 +54,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from dashboard import admin_rq, api, auth, cli, errors, health, redis_conn, security, views
+    from dashboard import (
+        admin_rq,
+        api,
+        auth,
+        cli,
+        errors,
+        health,
+        read_fastpath,
+        redis_conn,
+        security,
+        views,
+    )
     from dashboard.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
     with app.app_context():
         database.init_engine(app, db.engine)
+        read_fastpath.init_app(app, db.engine)
     database.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
     csrf.init_app(app)

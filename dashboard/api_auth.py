@@ -15,7 +15,7 @@ from dashboard.models import Role, User
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _bearer_secret() -> str | None:
+def bearer_secret() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -29,7 +29,7 @@ def token_required(*roles: Role) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            secret = _bearer_secret()
+            secret = bearer_secret()
             if secret is None:
                 raise ApiError(401, "Missing bearer token.")
             user = tokens.authenticate(secret)

@@ -184,14 +184,25 @@ class LoopSignal(db.Model):  # type: ignore[name-defined]
         # The weekly aggregation is "WHERE org_id = ? AND kind = ? AND created_at
         # in [since, now) GROUP BY feature": org and kind are equality columns,
         # created_at the range, and feature rides along so PostgreSQL can answer
-        # from the index alone (index-only scan) without touching the heap.
-        Index("ix_loop_signals_org_kind_time", "org_id", "kind", "created_at", "feature"),
+        # from the index alone (index-only scan) without touching the heap; on
+        # PostgreSQL user_id and subject_id ride along too, for the distinct-user
+        # counts and the deliveries' first-read probes (migration 0004).
+        Index(
+            "ix_loop_signals_org_kind_time",
+            "org_id",
+            "kind",
+            "created_at",
+            "feature",
+            postgresql_include=["user_id", "subject_id"],
+        ),
         # Exactly-once ENGAGE/DELIVER per notification, enforced by the database.
+        # The tune probes it once per delivery; created_at makes that probe index-only.
         Index(
             "uq_loop_signals_once_per_subject",
             "kind",
             "subject_id",
             unique=True,
+            postgresql_include=["created_at"],
             postgresql_where=text("kind IN ('ENGAGE', 'DELIVER')"),
             sqlite_where=text("kind IN ('ENGAGE', 'DELIVER')"),
         ),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time as clock
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Date, cast, delete, func, select
+from sqlalchemy import Date, bindparam, cast, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dashboard.extensions import db
@@ -19,70 +21,145 @@ log = logging.getLogger(__name__)
 # signal's day is its UTC day, and yesterday keeps receiving late reads at midnight).
 RECENT_DAYS = 2
 
+# (kind, feature, day) -> count: one tenant's rows of loop_signal_daily.
+DayKey = tuple[str, str, date]
+Counts = dict[DayKey, int]
+
 
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def _dialect() -> str:
+    return str(db.session.get_bind().dialect.name)
+
+
 def _day_of(column):  # type: ignore[no-untyped-def]
     # PostgreSQL sessions run in UTC (see database.py), so the cast is a UTC day;
     # SQLite stores naive UTC text, whose date() is the UTC day too.
-    if db.session.get_bind().dialect.name == "sqlite":
+    if _dialect() == "sqlite":
         return func.date(column)
     return cast(column, Date)
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _until(until: date | None) -> date:
+    return until or date.max
+
+
+def recount(org_ids: Sequence[int], since: date, until: date | None = None) -> dict[int, Counts]:
+    """Count the tenants' signals per UTC day in [since, until], from loop_signals. One query."""
+    out: dict[int, Counts] = {org_id: {} for org_id in org_ids}
+    if not org_ids:
+        return out
+    day = _day_of(LoopSignal.created_at)
+    bounds = [LoopSignal.created_at >= day_start(since)]
+    if until is not None:
+        bounds.append(LoopSignal.created_at < day_start(until + timedelta(days=1)))
+    rows = db.session.execute(
+        select(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day, func.count())
+        .where(LoopSignal.org_id.in_(bindparam("orgs", expanding=True)), *bounds)
+        .group_by(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day),
+        {"orgs": list(org_ids)},
+    )
+    for org_id, kind, feature, day_value, count in rows:
+        out[int(org_id)][(str(kind), str(feature), _as_date(day_value))] = int(count)
+    return out
+
+
+def stored(org_ids: Sequence[int], since: date, until: date | None = None) -> dict[int, Counts]:
+    """The tenants' rows of loop_signal_daily in [since, until]. One query."""
+    out: dict[int, Counts] = {org_id: {} for org_id in org_ids}
+    if not org_ids:
+        return out
+    t = SignalDailyCount
+    rows = db.session.execute(
+        select(t.org_id, t.kind, t.feature, t.day, t.count).where(
+            t.org_id.in_(bindparam("orgs", expanding=True)),
+            t.day >= since,
+            t.day <= _until(until),
+        ),
+        {"orgs": list(org_ids)},
+    )
+    for org_id, kind, feature, day_value, count in rows:
+        out[int(org_id)][(str(kind), str(feature), _as_date(day_value))] = int(count)
+    return out
+
+
+def changes(
+    current: Mapping[DayKey, int], recounted: Mapping[DayKey, int]
+) -> tuple[Counts, list[DayKey]]:
+    """What turns ``current`` into ``recounted``: rows to upsert and rows to delete. Pure."""
+    upserts = {key: n for key, n in recounted.items() if current.get(key) != n}
+    deletes = [key for key in current if key not in recounted]
+    return upserts, deletes
+
+
+def _upsert() -> Any:
+    table = SignalDailyCount.__table__
+    insert = (postgresql if _dialect() == "postgresql" else sqlite).insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "kind", "feature", "day"],
+        set_={"count": insert.excluded["count"]},
+    )
+
+
+def apply(org_id: int, upserts: Mapping[DayKey, int], deletes: Sequence[DayKey]) -> int:
+    """Write one tenant's changes in the caller's transaction; returns rows touched.
+
+    Rows that did not change are not written at all: a recount of an unchanged
+    month costs two reads, not a rewrite of every row.
+    """
+    t = SignalDailyCount
+    for start in range(0, len(deletes), 500):
+        chunk = deletes[start : start + 500]
+        db.session.execute(
+            delete(t)
+            .where(t.org_id == org_id, tuple_(t.kind, t.feature, t.day).in_(chunk))
+            .execution_options(synchronize_session=False)
+        )
+    if upserts:
+        db.session.execute(
+            _upsert(),
+            [
+                {"org_id": org_id, "kind": kind, "feature": feature, "day": day, "count": n}
+                for (kind, feature, day), n in upserts.items()
+            ],
+        )
+    return len(upserts) + len(deletes)
 
 
 def refresh(org_id: int, since: date, until: date | None = None) -> int:
     """Recount days [since, until] (inclusive) for one tenant. Returns rows written.
 
-    Delete-and-upsert inside the caller's transaction, so readers never see a
-    half-recounted day. The upsert (not a plain insert) lets the tune job and the
-    periodic refresh recount the same tenant at the same time without a key clash.
+    Inside the caller's transaction, so readers never see a half-recounted day.
+    The upsert (not a plain insert) lets the tune job and the periodic refresh
+    recount the same tenant at the same time without a key clash.
     """
-    until = until or date.max
-    db.session.execute(
-        delete(SignalDailyCount).where(
-            SignalDailyCount.org_id == org_id,
-            SignalDailyCount.day >= since,
-            SignalDailyCount.day <= until,
-        )
-    )
-    day = _day_of(LoopSignal.created_at)
-    upper = (
-        [] if until == date.max else [LoopSignal.created_at < day_start(until + timedelta(days=1))]
-    )
-    counts = (
-        select(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day, func.count())
-        .where(
-            LoopSignal.org_id == org_id,
-            LoopSignal.created_at >= day_start(since),
-            *upper,
-        )
-        .group_by(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day)
-    )
-    dialect = db.session.get_bind().dialect.name
-    upsert = (postgresql if dialect == "postgresql" else sqlite).insert(SignalDailyCount)
-    stmt = upsert.from_select(["org_id", "kind", "feature", "day", "count"], counts)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "kind", "feature", "day"],
-        set_={"count": stmt.excluded["count"]},
-    )
-    result = db.session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    recounted = recount([org_id], since, until)[org_id]
+    current = stored([org_id], since, until)[org_id]
+    return apply(org_id, *changes(current, recounted))
 
 
-def refresh_recent(now: datetime, days: int = RECENT_DAYS) -> int:
-    """Recount the last ``days`` UTC days for every tenant, one short transaction each.
+def refresh_recent(now: datetime, days: int = RECENT_DAYS, batch: int = 100) -> int:
+    """Recount the last ``days`` UTC days for every tenant, ``batch`` tenants per transaction.
 
     Keeps the dashboard's charts and volumes current between weekly tune runs:
-    each tenant is an index range scan over ``days`` days of its signals.
+    each batch is two index range reads, and only changed rows are written.
     """
     since = (now - timedelta(days=days - 1)).date()
     started = clock.monotonic()
     org_ids = list(db.session.execute(select(Organization.id).order_by(Organization.id)).scalars())
     rows = 0
-    for org_id in org_ids:
-        rows += refresh(org_id, since)
+    for start in range(0, len(org_ids), batch):
+        chunk = org_ids[start : start + batch]
+        recounted = recount(chunk, since)
+        current = stored(chunk, since)
+        for org_id in chunk:
+            rows += apply(org_id, *changes(current[org_id], recounted[org_id]))
         db.session.commit()
     log.info(
         "event=rollup_refreshed tenants=%d since=%s rows=%d ms=%d",

@@ -18,6 +18,10 @@ SCHEDULE_RECONCILE_LOCK = "engagement-loops:schedule:reconcile"
 RATE_PREFIX = "engagement-rate:"
 RATIO_PREFIX = "engagement-ratio:"
 
+# PostgreSQL work_mem for the tune's aggregation transaction (SET LOCAL): the
+# distinct-user counts of a large tenant sort tens of MB; the default 4MB spills to disk.
+AGGREGATE_WORK_MEM = "64MB"
+
 # Abandoned-run detection. A running job writes heartbeat_at every HEARTBEAT_S;
 # a run whose heartbeat is older than STALE_AFTER_S is swept to failed by the next
 # sweep (every worker every SWEEP_INTERVAL_S, the scheduler every loop, every
@@ -31,7 +35,7 @@ DEFAULT_SCHEDULER_INTERVAL_S = 15
 
 # "Run now — all tenants" fans out one RQ job per this many tenants (status stays
 # per tenant). Fewer, larger jobs cut per-job queue overhead at 1,000 tenants.
-DEFAULT_BATCH_SIZE = 10
+DEFAULT_BATCH_SIZE = 50
 
 ABANDONED = "abandoned"
 ERROR_MAX_CHARS = 2000

@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -13,7 +14,18 @@ from typing import Any
 
 from flask import current_app
 from rq import get_current_job
-from sqlalchemy import Engine, and_, distinct, func, literal_column, select, update
+from sqlalchemy import (
+    BindParameter,
+    Engine,
+    bindparam,
+    case,
+    distinct,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
@@ -31,7 +43,7 @@ from dashboard.models import (
     SignalKind,
     TuneRun,
 )
-from dashboard.timeutil import utcnow
+from dashboard.timeutil import UTCDateTime, utcnow
 from jobs import constants, settings
 
 log = logging.getLogger(__name__)
@@ -117,59 +129,90 @@ class TenantResult:
     error: str | None = None
 
 
-def compute_calibrations(
-    org_id: int, now: datetime, lookback_days: int
-) -> list[FeatureCalibration]:
-    """Aggregate the window ``[now - lookback, now)`` in the database (GROUP BY feature).
+# How many tenants one aggregation covers: a job's batch is cut into chunks of
+# this size, so memory stays bounded whatever TUNE_BATCH_SIZE says.
+AGGREGATE_CHUNK = 50
+
+_ORGS: BindParameter[int] = bindparam("orgs", expanding=True)
+_SINCE = bindparam("since", type_=UTCDateTime())
+_NOW = bindparam("now", type_=UTCDateTime())
+
+
+def _rate_statement() -> Any:
+    s = LoopSignal
+    return (
+        select(s.org_id, s.feature, func.count(), func.count(distinct(s.user_id)))
+        .where(
+            s.org_id.in_(_ORGS),
+            s.kind == SignalKind.ENGAGE.value,
+            s.created_at >= _SINCE,
+            s.created_at < _NOW,
+        )
+        .group_by(s.org_id, s.feature)
+    )
+
+
+def _ratio_statement() -> Any:
+    delivered = aliased(LoopSignal)
+    read = aliased(LoopSignal)
+    # A correlated EXISTS, not a join: each delivery is one probe of the unique
+    # (kind, subject_id) index, so a batch costs what its own deliveries cost.
+    # As a join, PostgreSQL hashes every ENGAGE row of the table for each batch.
+    first_read = (
+        select(literal_column("1"))
+        .where(
+            # Literal kinds, repeating the partial unique index's predicate:
+            # SQLite uses uq_loop_signals_once_per_subject only when the query
+            # states that predicate verbatim (and not through bound parameters).
+            read.kind.in_([literal_column(f"'{k}'") for k in ONCE_PER_SUBJECT_KINDS]),
+            read.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
+            read.subject_id == delivered.subject_id,
+            read.created_at < _NOW,
+        )
+        .exists()
+    )
+    return (
+        select(
+            delivered.org_id,
+            delivered.feature,
+            func.count(),
+            func.count(case((first_read, 1))),
+            func.count(distinct(delivered.user_id)),
+        )
+        .where(
+            delivered.org_id.in_(_ORGS),
+            delivered.kind == SignalKind.DELIVER.value,
+            delivered.created_at >= _SINCE,
+            delivered.created_at < _NOW,
+        )
+        .group_by(delivered.org_id, delivered.feature)
+    )
+
+
+# Built once: compiled once per process and cached, whatever the batch.
+_RATE = _rate_statement()
+_RATIO = _ratio_statement()
+
+
+def compute_batch(
+    org_ids: Sequence[int], now: datetime, lookback_days: int
+) -> dict[int, list[FeatureCalibration]]:
+    """Aggregate the window ``[now - lookback, now)`` for these tenants: two queries in all.
 
     ``engagement-rate:<f>`` = ENGAGE signals per day; ``engagement-ratio:<f>`` = of
     the notifications delivered (DELIVER) in the window, the fraction that have an
     ENGAGE (a first read) before ``now``. Features without signals yield nothing.
+    Runs in the caller's transaction (on PostgreSQL it raises that transaction's
+    ``work_mem``, so the distinct-user counts sort in memory).
     """
-    since = now - timedelta(days=lookback_days)
-    engage = (
-        select(LoopSignal.feature, func.count(), func.count(distinct(LoopSignal.user_id)))
-        .where(
-            LoopSignal.org_id == org_id,
-            LoopSignal.kind == SignalKind.ENGAGE.value,
-            LoopSignal.created_at >= since,
-            LoopSignal.created_at < now,
-        )
-        .group_by(LoopSignal.feature)
-    )
-    delivered = aliased(LoopSignal)
-    read = aliased(LoopSignal)
-    ratio = (
-        select(
-            delivered.feature,
-            func.count(),
-            func.count(read.id),
-            func.count(distinct(delivered.user_id)),
-        )
-        .select_from(delivered)
-        .outerjoin(
-            read,
-            and_(
-                # Literal kinds, repeating the partial unique index's predicate:
-                # SQLite uses uq_loop_signals_once_per_subject only when the query
-                # states that predicate verbatim (and not through bound parameters).
-                read.kind.in_([literal_column(f"'{k}'") for k in ONCE_PER_SUBJECT_KINDS]),
-                read.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
-                read.subject_id == delivered.subject_id,
-                read.created_at < now,
-            ),
-        )
-        .where(
-            delivered.org_id == org_id,
-            delivered.kind == SignalKind.DELIVER.value,
-            delivered.created_at >= since,
-            delivered.created_at < now,
-        )
-        .group_by(delivered.feature)
-    )
-    out: list[FeatureCalibration] = []
-    for feature, count, users in db.session.execute(engage):
-        out.append(
+    out: dict[int, list[FeatureCalibration]] = {org_id: [] for org_id in org_ids}
+    if not org_ids:
+        return out
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text(f"SET LOCAL work_mem = '{constants.AGGREGATE_WORK_MEM}'"))
+    params = {"orgs": list(org_ids), "since": now - timedelta(days=lookback_days), "now": now}
+    for org_id, feature, count, users in db.session.execute(_RATE, params):
+        out[int(org_id)].append(
             FeatureCalibration(
                 key=f"{constants.RATE_PREFIX}{feature}",
                 value=compute_engagement_scale(count, lookback_days),
@@ -177,8 +220,8 @@ def compute_calibrations(
                 distinct_users=int(users),
             )
         )
-    for feature, sent, engaged, users in db.session.execute(ratio):
-        out.append(
+    for org_id, feature, sent, engaged, users in db.session.execute(_RATIO, params):
+        out[int(org_id)].append(
             FeatureCalibration(
                 key=f"{constants.RATIO_PREFIX}{feature}",
                 value=compute_engagement_ratio(engaged, sent),
@@ -186,7 +229,14 @@ def compute_calibrations(
                 distinct_users=int(users),
             )
         )
-    return sorted(out, key=lambda c: c.key)
+    return {org_id: sorted(cals, key=lambda c: c.key) for org_id, cals in out.items()}
+
+
+def compute_calibrations(
+    org_id: int, now: datetime, lookback_days: int
+) -> list[FeatureCalibration]:
+    """One tenant's calibrations for the window (see compute_batch)."""
+    return compute_batch([org_id], now, lookback_days)[org_id]
 
 
 def _current(org_id: int, keys: list[str]) -> dict[str, Calibration]:
@@ -219,24 +269,48 @@ def dry_run(org_id: int, now: datetime) -> list[CalibrationChange]:
     return changes
 
 
+_UPSERTS: dict[str, Any] = {}
+
+
 def _upsert() -> Any:
-    table = Calibration.__table__
-    if db.session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    """INSERT … ON CONFLICT (org_id, key) DO UPDATE, built once per dialect.
+
+    Executed with a list of rows (executemany): the statement is compiled once,
+    not once per tenant as a multi-row VALUES of a different length would be.
+    The SET expressions read the row's old values, which become its ``previous_*``.
+    """
+    dialect = db.session.get_bind().dialect.name
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        table = Calibration.__table__
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        new = insert.excluded
+        stmt = insert.on_conflict_do_update(
+            index_elements=[table.c.org_id, table.c.key],
+            set_={
+                "previous_value": table.c.value,
+                "previous_sample_size": table.c.sample_size,
+                "previous_computed_at": table.c.computed_at,
+                "previous_run_id": table.c.run_id,
+                "value": new.value,
+                "sample_size": new.sample_size,
+                "window_days": new.window_days,
+                "computed_at": new.computed_at,
+                "distinct_users": new.distinct_users,
+                "run_id": new.run_id,
+            },
+        )
+        _UPSERTS[dialect] = stmt
+    return stmt
 
 
 def _write(
     org_id: int, run_id: int, computed: list[FeatureCalibration], now: datetime, window: int
 ) -> int:
-    """Create or update in place (same row id), keeping what each value replaced.
-
-    One INSERT … ON CONFLICT (org_id, key) DO UPDATE for the tenant: the SET
-    expressions read the row's old values, which become its ``previous_*``.
-    """
+    """Create or update in place (same row id), keeping what each value replaced."""
     if computed:
-        table = Calibration.__table__
-        insert = _upsert().values(
+        db.session.execute(
+            _upsert(),
             [
                 {
                     "org_id": org_id,
@@ -249,25 +323,7 @@ def _write(
                     "run_id": run_id,
                 }
                 for c in computed
-            ]
-        )
-        new = insert.excluded
-        db.session.execute(
-            insert.on_conflict_do_update(
-                index_elements=[table.c.org_id, table.c.key],
-                set_={
-                    "previous_value": table.c.value,
-                    "previous_sample_size": table.c.sample_size,
-                    "previous_computed_at": table.c.computed_at,
-                    "previous_run_id": table.c.run_id,
-                    "value": new.value,
-                    "sample_size": new.sample_size,
-                    "window_days": new.window_days,
-                    "computed_at": new.computed_at,
-                    "distinct_users": new.distinct_users,
-                    "run_id": new.run_id,
-                },
-            )
+            ],
         )
     delay = settings.test_delay_s()
     if delay > 0:
@@ -290,6 +346,25 @@ def _state_of(run_id: int) -> str:
     return str(state) if state else "missing"
 
 
+def _claim(run_ids: Sequence[int]) -> set[int]:
+    """queued → running for these runs, in one commit; the ids this call took.
+
+    A run that is not queued (a duplicate delivery of its job, or swept) is not
+    ours to run and is left out.
+    """
+    at = utcnow()
+    claimed = db.session.execute(
+        update(TuneRun)
+        .where(TuneRun.id.in_(list(run_ids)), TuneRun.state == RunState.QUEUED.value)
+        .values(state=RunState.RUNNING.value, started_at=at, heartbeat_at=at)
+        .returning(TuneRun.id)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    taken = {int(run_id) for run_id in claimed}
+    db.session.commit()
+    return taken
+
+
 def _finish(run_id: int, state: RunState, *, error: str | None = None, written: int = 0) -> bool:
     """Record the end of a running run; False if it was no longer running (swept)."""
     result = db.session.execute(
@@ -307,82 +382,150 @@ def _finish(run_id: int, state: RunState, *, error: str | None = None, written: 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def tune_tenant(
-    org_id: int, run_id: int, now: datetime, *, slug: str | None = None
-) -> TenantResult:
-    """Run one tenant's tuning for run ``run_id``: claim, compute, write — one transaction.
+@dataclass(frozen=True)
+class _Run:
+    run_id: int
+    org_id: int
+    slug: str
 
-    The run must be ``queued``; it is claimed (``running``) in its own commit, then
-    the calibrations, the chart rollup and the run's ``succeeded`` are one
-    transaction: a tenant is never half-written. Any error fails only this tenant.
-    ``slug`` only names the tenant in logs (looked up when not given).
+
+@dataclass
+class _Prepared:
+    """A chunk's aggregates, read once for all its tenants (None: each reads its own)."""
+
+    calibrations: dict[int, list[FeatureCalibration]] | None = None
+    stored_days: dict[int, rollup.Counts] | None = None
+    recounted_days: dict[int, rollup.Counts] | None = None
+
+
+def _prepare(org_ids: list[int], now: datetime, window: int) -> _Prepared:
+    """Aggregate a chunk of tenants in one read transaction; on error, nothing (and logged)."""
+    since_day = (now - timedelta(days=window)).date()
+    try:
+        prepared = _Prepared(
+            calibrations=compute_batch(org_ids, now, window),
+            stored_days=rollup.stored(org_ids, since_day),
+            recounted_days=rollup.recount(org_ids, since_day),
+        )
+    except Exception:
+        # Each tenant then aggregates alone, so one tenant's problem stays its own.
+        log.exception(
+            "event=tune_batch_aggregate_failed tenants=%d job=%s", len(org_ids), _job_id()
+        )
+        prepared = _Prepared()
+    db.session.rollback()
+    return prepared
+
+
+def _tune_claimed(
+    run: _Run, now: datetime, prepared: _Prepared, job_id: str | None
+) -> TenantResult:
+    """Compute (or take the chunk's aggregates), write and finish one claimed run: one transaction.
+
+    The calibrations, the chart rollup and the run's ``succeeded`` commit together:
+    a tenant is never half-written. Any error fails only this tenant.
     """
     started = time.perf_counter()
-    job_id = _job_id()
-    if slug is None:
-        slug = db.session.execute(
-            select(Organization.slug).where(Organization.id == org_id)
-        ).scalar()
 
     def result(state: str, written: int = 0, error: str | None = None) -> TenantResult:
-        ms = int((time.perf_counter() - started) * 1000)
-        log_fn = log.warning if state == RunState.FAILED.value else log.info
-        log_fn(
-            "event=tune_tenant tenant=%s org=%s run=%s state=%s calibrations=%d ms=%d job=%s%s",
-            slug,
-            org_id,
-            run_id,
-            state,
-            written,
-            ms,
-            job_id,
-            f" error={error!r}" if error else "",
-        )
-        return TenantResult(org_id, run_id, state, written, ms, error)
-
-    claimed = db.session.execute(
-        update(TuneRun)
-        .where(
-            TuneRun.id == run_id,
-            TuneRun.org_id == org_id,
-            TuneRun.state == RunState.QUEUED.value,
-        )
-        .values(state=RunState.RUNNING.value, started_at=utcnow(), heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    db.session.commit()
-    if not claimed:
-        # Already taken (a duplicate delivery of the job) or swept: not ours to run.
-        return result(_state_of(run_id), error="run was not queued; left alone")
+        return _logged(run, state, started, job_id, written, error)
 
     if not loops_enabled(current_app.config.get("LOOPS_ENABLED")):
-        _finish(run_id, RunState.SKIPPED, error=None)
+        _finish(run.run_id, RunState.SKIPPED, error=None)
         db.session.commit()
         return result(RunState.SKIPPED.value)
 
     window = settings.lookback_days()
     try:
-        if slug in settings.test_fail_tenants():
-            raise RuntimeError(f"test hook: tuning of {slug} fails (TUNE_TEST_FAIL_TENANTS)")
-        computed = compute_calibrations(org_id, now, window)
-        written = _write(org_id, run_id, computed, now, window)
-        rollup.refresh(org_id, (now - timedelta(days=window)).date())
-        if not _finish(run_id, RunState.SUCCEEDED, written=written):
+        if run.slug in settings.test_fail_tenants():
+            raise RuntimeError(f"test hook: tuning of {run.slug} fails (TUNE_TEST_FAIL_TENANTS)")
+        if prepared.calibrations is None:
+            computed = compute_calibrations(run.org_id, now, window)
+        else:
+            computed = prepared.calibrations[run.org_id]
+        written = _write(run.org_id, run.run_id, computed, now, window)
+        if prepared.stored_days is None or prepared.recounted_days is None:
+            rollup.refresh(run.org_id, (now - timedelta(days=window)).date())
+        else:
+            rollup.apply(
+                run.org_id,
+                *rollup.changes(
+                    prepared.stored_days[run.org_id], prepared.recounted_days[run.org_id]
+                ),
+            )
+        if not _finish(run.run_id, RunState.SUCCEEDED, written=written):
             db.session.rollback()
-            return result(_state_of(run_id), error="run was swept while working; nothing written")
+            return result(
+                _state_of(run.run_id), error="run was swept while working; nothing written"
+            )
         db.session.commit()
         return result(RunState.SUCCEEDED.value, written)
     except Exception as exc:
         db.session.rollback()
         error = f"{type(exc).__name__}: {exc}"
-        log.exception("event=tune_tenant_error org=%s run=%s job=%s", org_id, run_id, job_id)
+        log.exception(
+            "event=tune_tenant_error org=%s run=%s job=%s", run.org_id, run.run_id, job_id
+        )
         try:
-            _finish(run_id, RunState.FAILED, error=error)
+            _finish(run.run_id, RunState.FAILED, error=error)
             db.session.commit()
         except SQLAlchemyError:
             db.session.rollback()
-            log.exception("event=tune_tenant_record_failure org=%s run=%s", org_id, run_id)
+            log.exception("event=tune_tenant_record_failure org=%s run=%s", run.org_id, run.run_id)
         return result(RunState.FAILED.value, error=error)
+
+
+def _logged(
+    run: _Run, state: str, started: float, job_id: str | None, written: int, error: str | None
+) -> TenantResult:
+    ms = int((time.perf_counter() - started) * 1000)
+    log_fn = log.warning if state == RunState.FAILED.value else log.info
+    log_fn(
+        "event=tune_tenant tenant=%s org=%s run=%s state=%s calibrations=%d ms=%d job=%s%s",
+        run.slug,
+        run.org_id,
+        run.run_id,
+        state,
+        written,
+        ms,
+        job_id,
+        f" error={error!r}" if error else "",
+    )
+    return TenantResult(run.org_id, run.run_id, state, written, ms, error)
+
+
+def _tune_chunk(runs: list[_Run], now: datetime) -> list[TenantResult]:
+    """Claim a chunk's runs, aggregate its tenants together, write each in its own transaction."""
+    job_id = _job_id()
+    started = time.perf_counter()
+    claimed = _claim([r.run_id for r in runs])
+    mine = [r for r in runs if r.run_id in claimed]
+    prepared = _Prepared()
+    if mine and loops_enabled(current_app.config.get("LOOPS_ENABLED")):
+        prepared = _prepare([r.org_id for r in mine], now, settings.lookback_days())
+    results = []
+    for run in runs:
+        if run.run_id in claimed:
+            results.append(_tune_claimed(run, now, prepared, job_id))
+        else:
+            # Already taken (a duplicate delivery of the job) or swept: not ours to run.
+            state = _state_of(run.run_id)
+            db.session.rollback()
+            results.append(
+                _logged(run, state, started, job_id, 0, "run was not queued; left alone")
+            )
+    return results
+
+
+def tune_tenant(
+    org_id: int, run_id: int, now: datetime, *, slug: str | None = None
+) -> TenantResult:
+    """Run one tenant's tuning for run ``run_id`` (which must be ``queued``): a chunk of one."""
+    if slug is None:
+        slug = db.session.execute(
+            select(Organization.slug).where(Organization.id == org_id)
+        ).scalar()
+    return _tune_chunk([_Run(run_id, org_id, str(slug))], now)[0]
 
 
 class Heartbeat:
@@ -433,9 +576,15 @@ class Heartbeat:
 
 
 def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[TenantResult]:
-    """Tune the tenants of these queued runs, one after another, under one heartbeat."""
-    org_of = {
-        int(run_id): (int(org_id), str(slug))
+    """Tune the tenants of these queued runs, a chunk at a time, under one heartbeat.
+
+    Each chunk of up to AGGREGATE_CHUNK tenants is claimed together and
+    aggregated with one query per calibration family (and one for the chart
+    rollup); every tenant is then written, and its run finished, in its own
+    transaction, so per-tenant status and fault isolation are as for one run.
+    """
+    runs: dict[int, _Run] = {
+        int(run_id): _Run(int(run_id), int(org_id), str(slug))
         for run_id, org_id, slug in db.session.execute(
             select(TuneRun.id, TuneRun.org_id, Organization.slug)
             .join(Organization, Organization.id == TuneRun.org_id)
@@ -443,14 +592,14 @@ def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[Te
         )
     }
     db.session.rollback()
+    for run_id in run_ids:
+        if run_id not in runs:
+            log.warning("event=run_missing run=%s job=%s", run_id, _job_id())
+    ordered = [runs[r] for r in run_ids if r in runs]
     results: list[TenantResult] = []
-    with Heartbeat(db.engine, [r for r in run_ids if r in org_of], settings.heartbeat_s()):
-        for run_id in run_ids:
-            if run_id not in org_of:
-                log.warning("event=run_missing run=%s job=%s", run_id, _job_id())
-                continue
-            org_id, slug = org_of[run_id]
-            results.append(tune_tenant(org_id, run_id, now or utcnow(), slug=slug))
+    with Heartbeat(db.engine, [r.run_id for r in ordered], settings.heartbeat_s()):
+        for start in range(0, len(ordered), AGGREGATE_CHUNK):
+            results.extend(_tune_chunk(ordered[start : start + AGGREGATE_CHUNK], now or utcnow()))
     return results
 
 

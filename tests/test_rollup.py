@@ -98,3 +98,26 @@ def test_refresh_recent_brings_every_tenant_up_to_date(make):
             ("ENGAGE", "mention", date(2026, 3, 10)): 1,
             ("DELIVER", "mention", date(2026, 3, 10)): 1,
         }
+
+
+def test_changes_upserts_what_differs_and_deletes_what_is_gone():
+    d1, d2 = date(2026, 3, 1), date(2026, 3, 2)
+    current = {("ENGAGE", "mention", d1): 2, ("ENGAGE", "mention", d2): 5, ("DELIVER", "x", d1): 1}
+    recounted = {("ENGAGE", "mention", d1): 2, ("ENGAGE", "mention", d2): 6, ("ENGAGE", "y", d2): 1}
+    upserts, deletes = rollup.changes(current, recounted)
+    assert upserts == {("ENGAGE", "mention", d2): 6, ("ENGAGE", "y", d2): 1}
+    assert deletes == [("DELIVER", "x", d1)]
+
+
+def test_refresh_deletes_days_whose_signals_are_gone(make):
+    org = make.org()
+    signal(org.id, datetime(2026, 3, 1, 9, tzinfo=UTC))
+    signal(org.id, datetime(2026, 3, 2, 9, tzinfo=UTC), feature="digest.weekly")
+    db.session.commit()
+    rollup.refresh(org.id, date(2026, 3, 1))
+    db.session.commit()
+    db.session.execute(LoopSignal.__table__.delete().where(LoopSignal.feature == "digest.weekly"))
+    assert rollup.refresh(org.id, date(2026, 3, 1)) == 1
+    db.session.commit()
+    assert counts(org.id) == {("ENGAGE", "mention", date(2026, 3, 1)): 1}
+    assert rollup.refresh(org.id, date(2026, 3, 1)) == 0  # nothing changed: nothing written

@@ -156,15 +156,15 @@ def test_one_failing_tenant_does_not_stop_the_others_nor_half_write(
     good_before, bad, good_after = make.org("a-good"), make.org("b-bad"), make.org("c-good")
     for org in (good_before, bad, good_after):
         signals.engage_many(org, "mention", NOW - DAY, 30)
-    real_refresh = tune_engagement.rollup.refresh
+    real_apply = tune_engagement.rollup.apply
 
-    def refresh(org_id, since, until=None):  # type: ignore[no-untyped-def]
+    def apply(org_id, upserts, deletes):  # type: ignore[no-untyped-def]
         # Fails after this tenant's calibrations were already flushed.
         if org_id == bad.id:
             raise RuntimeError("disk on fire")
-        return real_refresh(org_id, since, until)
+        return real_apply(org_id, upserts, deletes)
 
-    monkeypatch.setattr(tune_engagement.rollup, "refresh", refresh)
+    monkeypatch.setattr(tune_engagement.rollup, "apply", apply)
     results = tune()
     assert results[good_before.id].state == "succeeded"
     assert results[good_after.id].state == "succeeded"
@@ -344,18 +344,18 @@ def test_a_run_swept_while_working_writes_nothing(app, make, signals, monkeypatc
     _runs, created = create_queued_runs(
         [org.id], trigger=RunTrigger.MANUAL, requested_by="t", now=NOW
     )
-    real = tune_engagement.compute_calibrations
+    real = tune_engagement.compute_batch
 
-    def swept_meanwhile(org_id, now, lookback_days):  # type: ignore[no-untyped-def]
+    def swept_meanwhile(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
         # Another process (a status poll) declares the run abandoned mid-way.
         with db.engine.begin() as conn:
             conn.execute(
                 text("UPDATE tune_runs SET state='failed', error='abandoned: test' WHERE id=:i"),
                 {"i": created[0]},
             )
-        return real(org_id, now, lookback_days)
+        return real(org_ids, now, lookback_days)
 
-    monkeypatch.setattr(tune_engagement, "compute_calibrations", swept_meanwhile)
+    monkeypatch.setattr(tune_engagement, "compute_batch", swept_meanwhile)
     result = tune_tenant(org.id, created[0], NOW)
     assert result.state == "failed"
     assert fresh_run(created[0]).error == "abandoned: test"
@@ -409,3 +409,74 @@ def test_the_whole_loop_through_the_api(make, api_as) -> None:
     ratio = looker.get("/api/v1/orgs/acme/calibrations/engagement-ratio:mention").get_json()
     assert (rate["value"], rate["sample_size"]) == (0.1, 3)
     assert (ratio["value"], ratio["sample_size"]) == (0.75, 4)
+
+
+# --- chunks: one aggregation for many tenants, each still its own run ------------
+
+
+def test_a_chunk_of_tenants_gets_the_same_calibrations_as_each_tenant_alone(make, signals) -> None:
+    orgs = [make.org(f"chunk-{i}") for i in range(4)]
+    for i, org in enumerate(orgs):
+        signals.engage_many(org, "mention", NOW - DAY, 3 * (i + 1), users=i + 1)
+        for j in range(i + 2):
+            signals.delivery(org, "task.assigned", NOW - 2 * DAY, NOW - DAY if j % 2 else None)
+    together = tune_engagement.compute_batch([o.id for o in orgs], NOW, 30)
+    for org in orgs:
+        assert together[org.id] == tune_engagement.compute_calibrations(org.id, NOW, 30)
+    last = {c.key: c for c in together[orgs[3].id]}
+    assert last["engagement-rate:mention"].sample_size == 12
+    assert last["engagement-rate:mention"].distinct_users == 4
+    ratio = last["engagement-ratio:task.assigned"]
+    assert (ratio.sample_size, ratio.value) == (5, 0.4)  # 2 of 5 deliveries first-read
+
+
+def test_a_failed_chunk_aggregate_falls_back_to_each_tenant_alone(
+    make, signals, monkeypatch, caplog
+) -> None:
+    orgs = [make.org(f"fallback-{i}") for i in range(3)]
+    for org in orgs:
+        signals.engage_many(org, "mention", NOW - DAY, 30)
+    real = tune_engagement.compute_batch
+
+    def only_single_tenants(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
+        if len(org_ids) > 1:
+            raise RuntimeError("statement timeout")
+        return real(org_ids, now, lookback_days)
+
+    monkeypatch.setattr(tune_engagement, "compute_batch", only_single_tenants)
+    results = tune([o.id for o in orgs])
+    assert {r.state for r in results.values()} == {"succeeded"}
+    for org in orgs:
+        assert calibrations(org.id)["engagement-rate:mention"].value == 1.0
+    assert "event=tune_batch_aggregate_failed tenants=3" in caplog.text
+
+
+def test_a_chunk_claims_its_runs_before_aggregating(make, signals, monkeypatch) -> None:
+    """While a chunk aggregates, each of its tenants shows as running, not queued."""
+    orgs = [make.org(f"claimed-{i}") for i in range(3)]
+    for org in orgs:
+        signals.engage_many(org, "mention", NOW - DAY, 3)
+    seen: list[set[str]] = []
+    real = tune_engagement.compute_batch
+
+    def watch(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
+        with db.engine.connect() as conn:
+            states = conn.execute(
+                select(TuneRun.state).where(TuneRun.org_id.in_(list(org_ids)))
+            ).scalars()
+            seen.append(set(states))
+        return real(org_ids, now, lookback_days)
+
+    monkeypatch.setattr(tune_engagement, "compute_batch", watch)
+    tune([o.id for o in orgs])
+    assert seen == [{"running"}]
+
+
+def test_unchanged_daily_counts_are_not_rewritten(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - 2 * DAY, 4)
+    tune([org.id])
+    stored = tune_engagement.rollup.stored([org.id], (NOW - 30 * DAY).date())[org.id]
+    recounted = tune_engagement.rollup.recount([org.id], (NOW - 30 * DAY).date())[org.id]
+    assert stored == recounted
+    assert tune_engagement.rollup.changes(stored, recounted) == ({}, [])
