@@ -22,11 +22,11 @@ from bench.generate import generate_pg
 # Per suite scale: the SQLite scale, the RQ batch sizes compared, and whether the
 # 1M-signal point of the tune is measured too (to show how it scales to 10M).
 PLANS: dict[str, dict[str, Any]] = {
-    "full": {"sqlite": "sqlite", "batches": [10, 1, 50], "scaling": "signals1m"},
-    "medium": {"sqlite": "sqlite", "batches": [10, 1], "scaling": None},
-    "signals1m": {"sqlite": "sqlite", "batches": [10, 1], "scaling": None},
-    "quick": {"sqlite": "quick", "batches": [10, 1], "scaling": None},
-    "smoke": {"sqlite": "smoke", "batches": [10, 1], "scaling": None},
+    "full": {"sqlite": "sqlite", "batches": [50, 10, 1], "scaling": "signals1m"},
+    "medium": {"sqlite": "sqlite", "batches": [50, 1], "scaling": None},
+    "signals1m": {"sqlite": "sqlite", "batches": [50, 1], "scaling": None},
+    "quick": {"sqlite": "quick", "batches": [50, 1], "scaling": None},
+    "smoke": {"sqlite": "smoke", "batches": [50, 1], "scaling": None},
 }
 
 

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="RQ worker processes")
     parser.add_argument(
         "--batch-sizes",
-        default="10,1,50",
+        default="50,10,1",
         help="tenants per RQ job to compare; the first is the product default",
     )
     parser.add_argument("--runs", type=int)

@@ -45,6 +45,16 @@ def _server_url() -> str | None:
     return url if url.startswith(("postgres", "postgresql")) else None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgres_only run in the PostgreSQL pass of the suite only."""
+    if _server_url() is not None:
+        return
+    skip = pytest.mark.skip(reason="PostgreSQL pass only (set DATABASE_URL)")
+    for item in items:
+        if item.get_closest_marker("postgres_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh, migrated database for this test session."""

@@ -99,13 +99,6 @@ def test_redis_url() -> str:
     return RELIABILITY_REDIS_URL
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(request: pytest.FixtureRequest, database_url: str) -> None:
-    """Fault tests marked postgres_only run once, in the PostgreSQL pass of the suite."""
-    if request.node.get_closest_marker("postgres_only") and not database_url.startswith("postgres"):
-        pytest.skip("PostgreSQL pass only")
-
-
 @pytest.fixture
 def cluster_app(pg_cluster: PgCluster) -> Iterator[Flask]:
     """An app on our own cluster, its tables emptied, its context pushed."""
