@@ -181,22 +181,23 @@ class LoopSignal(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        # The weekly aggregation is "WHERE org_id = ? AND kind = ? AND created_at
-        # in [since, now) GROUP BY feature": org and kind are equality columns,
-        # created_at the range, and feature rides along so PostgreSQL can answer
-        # from the index alone (index-only scan) without touching the heap; on
-        # PostgreSQL user_id and subject_id ride along too, for the distinct-user
-        # counts and the deliveries' first-read probes (migration 0004).
+        # The weekly aggregation is "WHERE org_id IN (…) AND kind = ? AND created_at
+        # in [since, now) GROUP BY org_id, feature": org and kind are equality
+        # columns, created_at the range, and feature, user_id (distinct users) and
+        # subject_id (the first-read probe) ride along, so both databases answer
+        # from the index alone (index-only scan) without touching the table.
         Index(
             "ix_loop_signals_org_kind_time",
             "org_id",
             "kind",
             "created_at",
             "feature",
-            postgresql_include=["user_id", "subject_id"],
+            "user_id",
+            "subject_id",
         ),
         # Exactly-once ENGAGE/DELIVER per notification, enforced by the database.
-        # The tune probes it once per delivery; created_at makes that probe index-only.
+        # The tune probes it once per delivery; on PostgreSQL created_at makes that
+        # probe index-only (SQLite: ix_loop_signals_engage_subject below).
         Index(
             "uq_loop_signals_once_per_subject",
             "kind",
@@ -206,6 +207,13 @@ class LoopSignal(db.Model):  # type: ignore[name-defined]
             postgresql_where=text("kind IN ('ENGAGE', 'DELIVER')"),
             sqlite_where=text("kind IN ('ENGAGE', 'DELIVER')"),
         ),
+        # SQLite only (migration 0004): the first-read probe, index-only.
+        Index(
+            "ix_loop_signals_engage_subject",
+            "subject_id",
+            "created_at",
+            sqlite_where=text("kind = 'ENGAGE'"),
+        ).ddl_if(dialect="sqlite"),
     )
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -43,7 +43,7 @@ from dashboard.models import (
     SignalKind,
     TuneRun,
 )
-from dashboard.timeutil import UTCDateTime, utcnow
+from dashboard.timeutil import UTCDateTime, as_utc, utcnow
 from jobs import constants, settings
 
 log = logging.getLogger(__name__)
@@ -398,14 +398,47 @@ class _Prepared:
     recounted_days: dict[int, rollup.Counts] | None = None
 
 
+def _rollup_since(org_ids: list[int], now: datetime, window: int) -> dict[int, date]:
+    """From which day each tenant's chart rollup needs recounting.
+
+    The whole window, except for days that ended before the tenant's previous
+    successful run: that run recounted its window when those days were over, and
+    a day that has ended never gains signals (they are stamped when written).
+    So a weekly run recounts about eight days, not thirty-one, and still heals
+    the days the periodic refresh missed (workers down, say) since the last run.
+    """
+    window_start = (now - timedelta(days=window)).date()
+    previous = db.session.execute(
+        select(TuneRun.org_id, func.max(TuneRun.started_at))
+        .where(
+            TuneRun.org_id.in_(org_ids),
+            TuneRun.state == RunState.SUCCEEDED.value,
+            TuneRun.started_at <= now,
+        )
+        .group_by(TuneRun.org_id)
+    ).all()
+    since = {org_id: window_start for org_id in org_ids}
+    for org_id, started_at in previous:
+        if started_at is not None:
+            since[int(org_id)] = max(window_start, as_utc(started_at).date())
+    return since
+
+
+def _from_day(counts: rollup.Counts, since: date) -> rollup.Counts:
+    return {key: n for key, n in counts.items() if key[2] >= since}
+
+
 def _prepare(org_ids: list[int], now: datetime, window: int) -> _Prepared:
     """Aggregate a chunk of tenants in one read transaction; on error, nothing (and logged)."""
-    since_day = (now - timedelta(days=window)).date()
     try:
+        since = _rollup_since(org_ids, now, window)
+        earliest = min(since.values())
+        stored = rollup.stored(org_ids, earliest)
+        recounted = rollup.recount(org_ids, earliest)
         prepared = _Prepared(
             calibrations=compute_batch(org_ids, now, window),
-            stored_days=rollup.stored(org_ids, since_day),
-            recounted_days=rollup.recount(org_ids, since_day),
+            stored_days={o: _from_day(stored[o], since[o]) for o in org_ids},
+            recounted_days={o: _from_day(recounted[o], since[o]) for o in org_ids},
         )
     except Exception:
         # Each tenant then aggregates alone, so one tenant's problem stays its own.

@@ -480,3 +480,27 @@ def test_unchanged_daily_counts_are_not_rewritten(make, signals) -> None:
     recounted = tune_engagement.rollup.recount([org.id], (NOW - 30 * DAY).date())[org.id]
     assert stored == recounted
     assert tune_engagement.rollup.changes(stored, recounted) == ({}, [])
+
+
+def test_a_later_run_recounts_the_days_since_the_previous_run(make, signals) -> None:
+    """Days that ended before the last successful run are final; later days are recounted."""
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - 10 * DAY, 2)
+    first = tune([org.id])[org.id]
+    first_day = fresh_run(first.run_id).started_at
+    assert first_day is not None
+    # A day the periodic refresh missed (workers down), after the first run: healed.
+    signals.engage_many(org, "mention", first_day + DAY, 3)
+    later = first_day + 2 * DAY
+    tune([org.id], now=later)
+    counts = tune_engagement.rollup.stored([org.id], (later - 40 * DAY).date())[org.id]
+    assert counts[("ENGAGE", "mention", (first_day + DAY).date())] == 3
+    assert counts[("ENGAGE", "mention", (NOW - 10 * DAY).date())] == 2
+
+
+def test_the_first_run_recounts_the_whole_window(make, signals) -> None:
+    org = make.org()
+    signals.engage_many(org, "mention", NOW - 29 * DAY, 5)
+    tune([org.id])
+    counts = tune_engagement.rollup.stored([org.id], (NOW - 40 * DAY).date())[org.id]
+    assert counts == {("ENGAGE", "mention", (NOW - 29 * DAY).date()): 5}
