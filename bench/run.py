@@ -86,14 +86,17 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         s = tn["summary"]
         base = tn["baseline"]["full_statement_s"]
         for b, v in s["by_batch"].items():
+            # The target is for the product's default batch size; the others are
+            # the comparison the issue asks for (one job per tenant vs per batch).
+            default = b == str(s["default_batch"])
             rows.append(
                 _row(
                     f"tune all tenants via RQ, batch={b} (s)",
                     v["seconds"],
                     base,
                     "s",
-                    "<= 3x baseline",
-                    v["seconds"] <= 3 * base,
+                    "<= 3x baseline" if default else "(comparison)",
+                    v["seconds"] <= 3 * base if default else None,
                 )
             )
         rows.append(
@@ -126,8 +129,8 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 s["by_batch"][b]["seconds"],
                 sc["baseline"]["full_statement_s"],
                 "s",
-                "<= 3x baseline",
-                s["ratio_default"] <= 3,
+                "(scaling: 1M vs 10M)",
+                None,
             )
         )
     db = results.get("dashboard")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, bindparam, cast, delete, func, select, tuple_
+from sqlalchemy import Date, String, bindparam, cast, delete, func, select, tuple_, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dashboard.extensions import db
@@ -76,8 +76,11 @@ def stored(org_ids: Sequence[int], since: date, until: date | None = None) -> di
     if not org_ids:
         return out
     t = SignalDailyCount
+    # On SQLite the day comes back as its ISO text (parsed by _as_date): SQLAlchemy's
+    # SQLite DATE parsing costs more than the query for a month of rows.
+    day: Any = type_coerce(t.day, String) if _dialect() == "sqlite" else t.day
     rows = db.session.execute(
-        select(t.org_id, t.kind, t.feature, t.day, t.count).where(
+        select(t.org_id, t.kind, t.feature, day, t.count).where(
             t.org_id.in_(bindparam("orgs", expanding=True)),
             t.day >= since,
             t.day <= _until(until),
@@ -98,13 +101,22 @@ def changes(
     return upserts, deletes
 
 
+_UPSERTS: dict[str, Any] = {}
+
+
 def _upsert() -> Any:
-    table = SignalDailyCount.__table__
-    insert = (postgresql if _dialect() == "postgresql" else sqlite).insert(table)
-    return insert.on_conflict_do_update(
-        index_elements=["org_id", "kind", "feature", "day"],
-        set_={"count": insert.excluded["count"]},
-    )
+    """INSERT … ON CONFLICT DO UPDATE of daily counts, built once per dialect."""
+    dialect = _dialect()
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        table = SignalDailyCount.__table__
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["org_id", "kind", "feature", "day"],
+            set_={"count": insert.excluded["count"]},
+        )
+        _UPSERTS[dialect] = stmt
+    return stmt
 
 
 def apply(org_id: int, upserts: Mapping[DayKey, int], deletes: Sequence[DayKey]) -> int:
