@@ -136,6 +136,8 @@ def test_failing_tenant_shows_failed_and_its_error(open_session: Callable[..., S
     s = open_session()
     # Sign in with the keyboard alone: the email field has focus, Tab, Enter.
     s.goto("/login")
+    # autofocus lands a moment after "load": typing before it would go nowhere.
+    expect(s.page.locator("#email")).to_be_focused()
     s.page.keyboard.type(ADMIN[0])
     s.page.keyboard.press("Tab")
     s.page.keyboard.type(ADMIN[1])
