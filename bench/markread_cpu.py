@@ -5,7 +5,8 @@ for ``--requests`` first reads of distinct bench notifications (reset to unread 
 then the same requests again as repeat reads, and prints the process CPU time per
 request (``time.process_time``: the app's own Python and driver work, not the database
 server's). ``--profile`` prints a cProfile of the first reads instead. To compare two
-versions of the code, run it from each checkout against the same data set, alternating::
+versions of the code, copy this file into the other checkout's ``bench/`` and run it from
+each checkout against the same data set, alternating::
 
     python -m bench.markread_cpu --scale full
     (cd /path/to/old/checkout && PYTHONPATH=. /path/to/.venv/bin/python -m bench.markread_cpu)
