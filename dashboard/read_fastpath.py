@@ -23,7 +23,6 @@ that statement is retried once on a fresh connection.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +33,12 @@ from sqlalchemy.exc import DBAPIError
 
 from dashboard.database import engine_options
 from dashboard.notifications import ReadResult, mark_read
-from dashboard.tokens import LAST_USED_RESOLUTION, hash_token
+from dashboard.tokens import (
+    LAST_USED_RESOLUTION,
+    grants_access,
+    hash_token,
+    plausible_secret,
+)
 
 EXTENSION_KEY = "read_fastpath_engine"
 
@@ -144,15 +148,13 @@ def authenticate_and_read(
     ``notification_id`` None (not a valid id) authenticates only. A None result
     for a valid principal means the notification is not theirs (404).
     """
-    if not secret or len(secret) > 256:
+    if not plausible_secret(secret):
         return None, None
     digest = hash_token(secret)
     auth_params = {"digest": digest, "now": now, "stale": now - LAST_USED_RESOLUTION}
     conn, found = _authenticate(_engine(), auth_params)
     with conn:
-        if found is None or not hmac.compare_digest(found.token_hash, digest):
-            return None, None
-        if found.revoked_at is not None:
+        if found is None or not grants_access(found, digest):
             return None, None
         principal = Principal(int(found.user_id), str(found.role))
         if notification_id is None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
@@ -40,17 +41,27 @@ _TOKEN_AND_USER = (
 )
 
 
+def plausible_secret(secret: str) -> bool:
+    """Worth a lookup at all: not empty and not absurdly long."""
+    return bool(secret) and len(secret) <= 256
+
+
+def grants_access(found: Any, digest: str) -> bool:
+    """Whether a token row found by ``digest`` lets its holder in: same hash, not revoked.
+
+    The lookup is by hash; the constant-time compare guards the equality itself.
+    """
+    return hmac.compare_digest(found.token_hash, digest) and found.revoked_at is None
+
+
 def authenticate(secret: str, now: datetime | None = None) -> User | None:
     """The token's user, or None if the token is unknown or revoked."""
-    if not secret or len(secret) > 256:
+    if not plausible_secret(secret):
         return None
     digest = hash_token(secret)
     # Token and user in one round trip: this runs on every API request.
     found = db.session.execute(_TOKEN_AND_USER, {"digest": digest}).first()
-    # The lookup is by hash; the constant-time compare guards the equality itself.
-    if found is None or not hmac.compare_digest(found.token_hash, digest):
-        return None
-    if found.revoked_at is not None:
+    if found is None or not grants_access(found, digest):
         return None
     now = now or utcnow()
     user: User = found.User
