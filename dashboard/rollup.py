@@ -101,6 +101,33 @@ def changes(
     return upserts, deletes
 
 
+Changes = tuple[Counts, list[DayKey]]
+
+
+def _from_day(counts: Counts, since: date) -> Counts:
+    return {key: n for key, n in counts.items() if key[2] >= since}
+
+
+def pending(since: Mapping[int, date], until: date | None = None) -> dict[int, Changes]:
+    """Per tenant, what recounting from its own ``since`` day would change.
+
+    Rows to upsert and rows to delete (see ``changes``); two reads for all the
+    tenants together, nothing written.
+    """
+    if not since:
+        return {}
+    org_ids = list(since)
+    earliest = min(since.values())
+    recounted = recount(org_ids, earliest, until)
+    current = stored(org_ids, earliest, until)
+    return {
+        org_id: changes(
+            _from_day(current[org_id], since[org_id]), _from_day(recounted[org_id], since[org_id])
+        )
+        for org_id in org_ids
+    }
+
+
 _UPSERTS: dict[str, Any] = {}
 
 
@@ -151,9 +178,7 @@ def refresh(org_id: int, since: date, until: date | None = None) -> int:
     The upsert (not a plain insert) lets the tune job and the periodic refresh
     recount the same tenant at the same time without a key clash.
     """
-    recounted = recount([org_id], since, until)[org_id]
-    current = stored([org_id], since, until)[org_id]
-    return apply(org_id, *changes(current, recounted))
+    return apply(org_id, *pending({org_id: since}, until)[org_id])
 
 
 def refresh_recent(now: datetime, days: int = RECENT_DAYS, batch: int = 100) -> int:
@@ -168,10 +193,8 @@ def refresh_recent(now: datetime, days: int = RECENT_DAYS, batch: int = 100) -> 
     rows = 0
     for start in range(0, len(org_ids), batch):
         chunk = org_ids[start : start + batch]
-        recounted = recount(chunk, since)
-        current = stored(chunk, since)
-        for org_id in chunk:
-            rows += apply(org_id, *changes(current[org_id], recounted[org_id]))
+        for org_id, change in pending(dict.fromkeys(chunk, since)).items():
+            rows += apply(org_id, *change)
         db.session.commit()
     log.info(
         "event=rollup_refreshed tenants=%d since=%s rows=%d ms=%d",

@@ -389,13 +389,12 @@ class _Run:
     slug: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Prepared:
-    """A chunk's aggregates, read once for all its tenants (None: each reads its own)."""
+    """A chunk's aggregates, read once for all its tenants."""
 
-    calibrations: dict[int, list[FeatureCalibration]] | None = None
-    stored_days: dict[int, rollup.Counts] | None = None
-    recounted_days: dict[int, rollup.Counts] | None = None
+    calibrations: dict[int, list[FeatureCalibration]]
+    daily_changes: dict[int, rollup.Changes]
 
 
 def _rollup_since(org_ids: list[int], now: datetime, window: int) -> dict[int, date]:
@@ -424,34 +423,25 @@ def _rollup_since(org_ids: list[int], now: datetime, window: int) -> dict[int, d
     return since
 
 
-def _from_day(counts: rollup.Counts, since: date) -> rollup.Counts:
-    return {key: n for key, n in counts.items() if key[2] >= since}
-
-
-def _prepare(org_ids: list[int], now: datetime, window: int) -> _Prepared:
-    """Aggregate a chunk of tenants in one read transaction; on error, nothing (and logged)."""
+def _prepare(org_ids: list[int], now: datetime, window: int) -> _Prepared | None:
+    """Aggregate a chunk of tenants in one read transaction; on error None (and logged)."""
     try:
-        since = _rollup_since(org_ids, now, window)
-        earliest = min(since.values())
-        stored = rollup.stored(org_ids, earliest)
-        recounted = rollup.recount(org_ids, earliest)
-        prepared = _Prepared(
+        prepared: _Prepared | None = _Prepared(
             calibrations=compute_batch(org_ids, now, window),
-            stored_days={o: _from_day(stored[o], since[o]) for o in org_ids},
-            recounted_days={o: _from_day(recounted[o], since[o]) for o in org_ids},
+            daily_changes=rollup.pending(_rollup_since(org_ids, now, window)),
         )
     except Exception:
         # Each tenant then aggregates alone, so one tenant's problem stays its own.
         log.exception(
             "event=tune_batch_aggregate_failed tenants=%d job=%s", len(org_ids), _job_id()
         )
-        prepared = _Prepared()
+        prepared = None
     db.session.rollback()
     return prepared
 
 
 def _tune_claimed(
-    run: _Run, now: datetime, prepared: _Prepared, job_id: str | None
+    run: _Run, now: datetime, prepared: _Prepared | None, job_id: str | None
 ) -> TenantResult:
     """Compute (or take the chunk's aggregates), write and finish one claimed run: one transaction.
 
@@ -472,20 +462,15 @@ def _tune_claimed(
     try:
         if run.slug in settings.test_fail_tenants():
             raise RuntimeError(f"test hook: tuning of {run.slug} fails (TUNE_TEST_FAIL_TENANTS)")
-        if prepared.calibrations is None:
+        if prepared is None:
             computed = compute_calibrations(run.org_id, now, window)
         else:
             computed = prepared.calibrations[run.org_id]
         written = _write(run.org_id, run.run_id, computed, now, window)
-        if prepared.stored_days is None or prepared.recounted_days is None:
+        if prepared is None:
             rollup.refresh(run.org_id, (now - timedelta(days=window)).date())
         else:
-            rollup.apply(
-                run.org_id,
-                *rollup.changes(
-                    prepared.stored_days[run.org_id], prepared.recounted_days[run.org_id]
-                ),
-            )
+            rollup.apply(run.org_id, *prepared.daily_changes[run.org_id])
         if not _finish(run.run_id, RunState.SUCCEEDED, written=written):
             db.session.rollback()
             return result(
@@ -533,7 +518,7 @@ def _tune_chunk(runs: list[_Run], now: datetime) -> list[TenantResult]:
     started = time.perf_counter()
     claimed = _claim([r.run_id for r in runs])
     mine = [r for r in runs if r.run_id in claimed]
-    prepared = _Prepared()
+    prepared = None
     if mine and loops_enabled(current_app.config.get("LOOPS_ENABLED")):
         prepared = _prepare([r.org_id for r in mine], now, settings.lookback_days())
     results = []
