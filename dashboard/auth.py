@@ -222,24 +222,4 @@ def init_app(app: Flask) -> None:
     limiter.init_app(app)
     # init_app builds new storage; a fallback verdict about the previous one must not stick.
     limiter._storage_dead = False
-    _skip_limiter_for_api(app)
     app.register_blueprint(bp)
-
-
-def _skip_limiter_for_api(app: Flask) -> None:
-    """Run the limiter's per-request check only outside the JSON API.
-
-    No API route has a limit, yet Flask-Limiter's before-request check costs
-    about a tenth of a mark-read's CPU even for an exempt blueprint (profiled,
-    docs/PERFORMANCE.md); the API blueprint is exempt as well, so a limit
-    added to it by mistake still would not apply.
-    """
-    hooks = app.before_request_funcs.setdefault(None, [])
-    check = limiter._check_request_limit
-
-    def check_outside_api() -> None:
-        if request.blueprint != "api":
-            check()
-
-    if check in hooks:  # absent when the limiter is switched off
-        hooks[hooks.index(check)] = check_outside_api
