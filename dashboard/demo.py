@@ -112,7 +112,7 @@ def seed(
         return "demo data already present; nothing to do"
     now = now or utcnow()
     rng = random.Random(20261126)
-    start = now - timedelta(days=DEMO_DAYS)
+    start = history_start(now)
 
     for email, password, role in (
         (*ADMIN_LOGIN, Role.ADMIN),
@@ -154,38 +154,9 @@ def seed(
         )
     db.session.flush()
 
-    feature_names = [f for f, _, _ in FEATURES]
-    feature_weights = [w for _, w, _ in FEATURES]
-    read_chance = {f: p for f, _, p in FEATURES}
-    notification_rows: list[dict[str, Any]] = []
-    org_of: list[int] = []
-    for org, _, per_day in orgs:
-        for day in range(DEMO_DAYS):
-            day_start = start + timedelta(days=day)
-            volume = per_day * WEEKDAY_FACTOR[day_start.weekday()] * scale
-            # A slow upward drift for the big tenant, a dip for one feature: something to notice.
-            volume *= 1.0 + (0.004 * day if org.slug == "acme" else 0.0)
-            for _ in range(max(0, int(rng.gauss(volume, volume * 0.15)))):
-                created = day_start + timedelta(seconds=rng.randint(0, 86_399))
-                if created >= now:
-                    continue
-                feature = rng.choices(feature_names, feature_weights)[0]
-                read_at = None
-                if rng.random() < read_chance[feature]:
-                    candidate = created + timedelta(minutes=rng.expovariate(1 / 240))
-                    if candidate < now:
-                        read_at = candidate
-                notification_rows.append(
-                    {
-                        "user_id": rng.choice(recipients[org.id]),
-                        "feature": feature,
-                        "title": _title(feature, rng),
-                        "created_at": created,
-                        "read_at": read_at,
-                        "first_read_at": read_at,
-                    }
-                )
-                org_of.append(org.id)
+    members_of = {org.id: recipients[org.id] for org, _, _ in orgs}
+    volumes = [(org.id, org.slug, per_day) for org, _, per_day in orgs]
+    notification_rows, org_of = plan_notifications(volumes, members_of, now, rng, scale)
 
     signals = 0
     for begin in range(0, len(notification_rows), 2000):
@@ -221,6 +192,59 @@ def seed(
     db.session.commit()
     _tune_all(echo, now)
     return SeedSummary(len(orgs), user_count + 2, len(notification_rows), signals)
+
+
+def history_start(now: datetime) -> datetime:
+    """Midnight UTC DEMO_DAYS calendar days before today: each simulated day is a calendar day."""
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DEMO_DAYS)
+
+
+def plan_notifications(
+    tenants: list[tuple[int, str, int]],
+    members_of: dict[int, list[int]],
+    now: datetime,
+    rng: random.Random,
+    scale: float = 1.0,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The demo's notifications (and each one's tenant id), none at or after `now`.
+
+    `tenants` holds (org id, slug, notifications per weekday). Days are UTC calendar days,
+    so the weekly rhythm follows real weekdays whatever the date and hour of `now`.
+    """
+    start = history_start(now)
+    feature_names = [f for f, _, _ in FEATURES]
+    feature_weights = [w for _, w, _ in FEATURES]
+    read_chance = {f: p for f, _, p in FEATURES}
+    rows: list[dict[str, Any]] = []
+    org_of: list[int] = []
+    for org_id, slug, per_day in tenants:
+        for day in range(DEMO_DAYS):
+            day_start = start + timedelta(days=day)
+            volume = per_day * WEEKDAY_FACTOR[day_start.weekday()] * scale
+            # A slow upward drift for the big tenant: something to notice.
+            volume *= 1.0 + (0.004 * day if slug == "acme" else 0.0)
+            for _ in range(max(0, int(rng.gauss(volume, volume * 0.15)))):
+                created = day_start + timedelta(seconds=rng.randint(0, 86_399))
+                if created >= now:
+                    continue
+                feature = rng.choices(feature_names, feature_weights)[0]
+                read_at = None
+                if rng.random() < read_chance[feature]:
+                    candidate = created + timedelta(minutes=rng.expovariate(1 / 240))
+                    if candidate < now:
+                        read_at = candidate
+                rows.append(
+                    {
+                        "user_id": rng.choice(members_of[org_id]),
+                        "feature": feature,
+                        "title": _title(feature, rng),
+                        "created_at": created,
+                        "read_at": read_at,
+                        "first_read_at": read_at,
+                    }
+                )
+                org_of.append(org_id)
+    return rows, org_of
 
 
 def _tune_all(echo: Callable[[str], Any], now: datetime) -> None:
