@@ -18,10 +18,11 @@ install: $(STAMP) ## create .venv and install the app with its dev tools
 run: $(STAMP) ## everything up on SQLite + local Redis, demo data, prints URL and logins
 	@bash scripts/run.sh
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff (lint + format check), mypy and the import-layer contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -93,8 +93,8 @@ def time_product_tune(path: Path) -> dict[str, Any]:
 
     from dashboard import create_app
     from dashboard.extensions import db
-    from dashboard.models import RunTrigger
     from jobs.runs import run_in_process
+    from loops.models import RunTrigger
 
     app = create_app()
     with app.app_context():

@@ -217,8 +217,8 @@ def product_run(dbname: str, batch_size: int, workers: int, logdir: Path) -> dic
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")})
         os.environ["TUNE_BATCH_SIZE"] = str(batch_size)
         from dashboard import create_app
-        from dashboard.models import RunTrigger
         from jobs.runs import request_runs
+        from loops.models import RunTrigger
 
         app = create_app({"LOOPS_ENABLED": "true", "TUNE_BATCH_SIZE": batch_size})
         sampler.start()

@@ -45,7 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config["SECRET_KEY"] = os.urandom(32).hex()
     _configure_logging(app)
 
-    from dashboard import database
+    from loops import database
 
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS",
@@ -54,19 +54,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from dashboard import (
-        admin_rq,
-        api,
-        auth,
-        cli,
-        errors,
-        health,
-        read_fastpath,
-        redis_conn,
-        security,
-        views,
-    )
+    from dashboard import cli, errors, health, security
+    from dashboard.api import routes as api
     from dashboard.extensions import csrf, db, login_manager, migrate
+    from dashboard.web import admin_rq, auth, views
+    from loops import read_fastpath, redis_conn
 
     db.init_app(app)
     with app.app_context():

@@ -16,11 +16,6 @@ class ConfigError(RuntimeError):
     """The environment does not describe a runnable app; the message names the variable."""
 
 
-def loops_enabled(value: str | None) -> bool:
-    """Only the exact string ``true`` enables the loop (SPEC §3)."""
-    return value == "true"
-
-
 def sqlite_default_url(instance_path: str) -> str:
     return "sqlite:///" + str(Path(instance_path) / "engagement.db")
 

@@ -76,7 +76,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception) -> Any:
-        from dashboard.database import discard_session
+        from loops.database import discard_session
 
         discard_session()  # a plain rollback raises again on a dropped connection
         if _database_unavailable(exc):

@@ -6,16 +6,11 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
-from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy.orm import DeclarativeBase
 
+from loops.database import db
 
-class Base(DeclarativeBase):
-    pass
-
-
-db = SQLAlchemy(model_class=Base)
+__all__ = ["csrf", "db", "limiter", "login_manager", "migrate"]
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.extensions import db
-from dashboard.redis_conn import redis_up
+from loops.redis_conn import redis_up
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

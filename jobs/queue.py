@@ -6,8 +6,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
-from dashboard.redis_conn import get_redis
 from jobs import settings
+from loops.redis_conn import get_redis
 
 
 def get_queue(connection: Redis | None = None) -> Queue:

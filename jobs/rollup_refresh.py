@@ -8,7 +8,7 @@ from datetime import datetime
 from redis import Redis
 from redis.exceptions import RedisError
 
-from dashboard import rollup
+from loops import rollup
 
 log = logging.getLogger(__name__)
 

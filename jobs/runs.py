@@ -12,13 +12,13 @@ from rq.job import Job, JobStatus
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dashboard.extensions import db
-from dashboard.models import ACTIVE_RUN_STATES, Organization, RunState, RunTrigger, TuneRun
-from dashboard.redis_conn import get_redis, redis_up
-from dashboard.timeutil import as_utc, iso, utcnow
 from jobs import constants, settings
 from jobs.exceptions import QueueUnavailable
 from jobs.queue import get_queue
+from loops.database import db
+from loops.models import ACTIVE_RUN_STATES, Organization, RunState, RunTrigger, TuneRun
+from loops.redis_conn import get_redis, redis_up
+from loops.timeutil import as_utc, iso, utcnow
 
 if TYPE_CHECKING:
     from jobs.tune_engagement import TenantResult

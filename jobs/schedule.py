@@ -16,9 +16,9 @@ from redis.exceptions import RedisError
 from rq.job import Job
 from rq_scheduler import Scheduler
 
-from dashboard.timeutil import utcnow
 from jobs import constants
 from jobs.exceptions import InvalidSchedule
+from loops.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

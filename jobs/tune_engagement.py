@@ -30,10 +30,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 
-from dashboard import rollup
-from dashboard.config import loops_enabled
-from dashboard.extensions import db
-from dashboard.models import (
+from jobs import constants, settings
+from loops import rollup
+from loops.database import db
+from loops.models import (
     ACTIVE_RUN_STATES,
     ONCE_PER_SUBJECT_KINDS,
     Calibration,
@@ -43,8 +43,8 @@ from dashboard.models import (
     SignalKind,
     TuneRun,
 )
-from dashboard.timeutil import UTCDateTime, as_utc, utcnow
-from jobs import constants, settings
+from loops.settings import loops_enabled
+from loops.timeutil import UTCDateTime, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

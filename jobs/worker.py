@@ -12,7 +12,7 @@ from rq.executions import Execution
 from rq.job import Job
 from rq.worker import SimpleWorker
 
-from dashboard.timeutil import utcnow
+from loops.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ class Sweeper:
             return sweep_abandoned(utcnow())
 
     def refresh_rollups(self) -> bool:
-        from dashboard.redis_conn import get_redis
         from jobs import settings
         from jobs.rollup_refresh import refresh_if_due
+        from loops.redis_conn import get_redis
 
         with self.app.app_context():
             return refresh_if_due(get_redis(), utcnow(), settings.rollup_refresh_interval_s())

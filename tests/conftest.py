@@ -23,16 +23,16 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from redis import Redis
 
 from dashboard import create_app
-from dashboard.extensions import db
-from dashboard.models import (
+from loops.database import db
+from loops.models import (
     Notification,
     Organization,
     OrgMembership,
     Role,
     User,
 )
-from dashboard.timeutil import utcnow
-from dashboard.tokens import create_token
+from loops.timeutil import utcnow
+from loops.tokens import create_token
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TEST_PASSWORD = "correct-horse-battery"

@@ -8,8 +8,8 @@ from datetime import date, datetime
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, Organization, SignalDailyCount, TuneRun, User
+from loops.database import db
+from loops.models import Calibration, Organization, SignalDailyCount, TuneRun, User
 
 TEST_PASSWORD = "correct-horse-battery"  # as tests/conftest.py
 

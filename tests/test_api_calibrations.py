@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, Role
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import Calibration, Role
+from loops.timeutil import utcnow
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, Notification, Role, SignalKind
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import LoopSignal, Notification, Role, SignalKind
+from loops.timeutil import utcnow
 
 
 def engage_rows(subject_id: int | None = None) -> list[LoopSignal]:
@@ -144,7 +144,7 @@ def test_missing_or_bad_token_is_401_with_challenge(client, reader, make, header
 
 
 def test_revoked_token_is_refused_at_once(client, reader, make):
-    from dashboard import tokens
+    from loops import tokens
 
     user, _ = reader
     row, secret = tokens.create_token(user)
@@ -402,8 +402,8 @@ def test_create_accepts_64_char_feature_and_unicode_title(make, api_as):
 
 
 def test_token_last_used_at_is_kept(reader, make, client):
-    from dashboard import tokens
-    from dashboard.models import ApiToken
+    from loops import tokens
+    from loops.models import ApiToken
 
     user, _ = reader
     row, secret = tokens.create_token(user)

@@ -9,9 +9,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from dashboard.auth import is_safe_next
-from dashboard.extensions import db
-from dashboard.models import Role, User
+from dashboard.web.auth import is_safe_next
+from loops.database import db
+from loops.models import Role, User
 from tests.dashboard_helpers import csrf_token, login
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard import charts, formatting
+from dashboard.web import charts, formatting
 
 
 def test_nice_max_and_ticks() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import (
+from loops.database import db
+from loops.models import (
     ApiToken,
     LoopSignal,
     Notification,
@@ -15,7 +15,7 @@ from dashboard.models import (
     SignalDailyCount,
     User,
 )
-from dashboard.tokens import hash_token
+from loops.tokens import hash_token
 
 
 def invoke(runner, *args: str, input: str | None = None):

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, TuneRun
-from dashboard.redis_conn import make_redis
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import Calibration, TuneRun
+from loops.redis_conn import make_redis
+from loops.timeutil import utcnow
 
 DAY = timedelta(days=1)
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, Notification, SignalKind
+from loops.database import db
+from loops.models import LoopSignal, Notification, SignalKind
 from tests.support.live_server import LiveServer, start_gunicorn
 
 pytestmark = pytest.mark.slow

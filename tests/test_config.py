@@ -6,13 +6,14 @@ import pytest
 
 from dashboard import config, create_app
 from dashboard.config import ConfigError
+from loops.settings import loops_enabled
 
 
 @pytest.mark.parametrize(
     ("raw", "enabled"), [("true", True), ("True", False), ("1", False), ("", False), (None, False)]
 )
 def test_only_exact_true_enables_loops(raw, enabled):
-    assert config.loops_enabled(raw) is enabled
+    assert loops_enabled(raw) is enabled
 
 
 def test_defaults(tmp_path):
@@ -21,7 +22,7 @@ def test_defaults(tmp_path):
     assert settings["REDIS_URL"] == "redis://127.0.0.1:6379/0"
     assert settings["TUNE_ENGAGEMENT_CRON"] == "30 5 * * 1"
     assert settings["TUNE_LOOKBACK_DAYS"] == 30
-    assert config.loops_enabled(settings["LOOPS_ENABLED"]) is False
+    assert loops_enabled(settings["LOOPS_ENABLED"]) is False
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dashboard.demo import DEMO_DAYS, history_start, plan_notifications
+from dashboard.cli.demo import DEMO_DAYS, history_start, plan_notifications
 
 # Seven consecutive days, each at a different hour, so both the weekday and the time of
 # day that "now" falls on move.

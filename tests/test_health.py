@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 from dashboard import create_app
-from dashboard.extensions import db
-from dashboard.models import LoopSignal
+from loops.database import db
+from loops.models import LoopSignal
 
 
 def closed_port() -> int:

@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from dashboard.models import Role
+from loops.models import Role
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_real_responses_match_their_schemas(document, make, api_as, client):
 
 
 def test_unexpected_errors_are_json_without_a_stack_trace(app, make, api_as, monkeypatch):
-    from dashboard import notifications
+    from loops import notifications
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals")

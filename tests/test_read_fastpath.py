@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from dashboard import read_fastpath
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, SignalKind
+from loops import read_fastpath
+from loops.database import db
+from loops.models import LoopSignal, SignalKind
 
 pytestmark = pytest.mark.postgres_only
 

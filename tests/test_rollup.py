@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 
-from dashboard import rollup
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, SignalDailyCount
+from loops import rollup
+from loops.database import db
+from loops.models import LoopSignal, SignalDailyCount
 
 
 def signal(org_id: int, at: datetime, kind: str = "ENGAGE", feature: str = "mention") -> None:

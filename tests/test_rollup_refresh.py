@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, SignalDailyCount
 from jobs.rollup_refresh import DUE_KEY, refresh_if_due
+from loops.database import db
+from loops.models import LoopSignal, SignalDailyCount
 
 
 def test_refreshes_once_per_interval(make, redis_conn):

@@ -11,10 +11,6 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import func, select, update
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, RunState, RunTrigger, TuneRun
-from dashboard.redis_conn import make_redis
-from dashboard.timeutil import utcnow
 from jobs import runs as tune_runs
 from jobs.exceptions import QueueUnavailable
 from jobs.runs import (
@@ -24,6 +20,10 @@ from jobs.runs import (
     run_in_process,
     sweep_abandoned,
 )
+from loops.database import db
+from loops.models import Calibration, RunState, RunTrigger, TuneRun
+from loops.redis_conn import make_redis
+from loops.timeutil import utcnow
 
 DAY = timedelta(days=1)
 

@@ -12,8 +12,6 @@ from rq.job import Job
 from rq_scheduler import Scheduler
 from sqlalchemy import select
 
-from dashboard.extensions import db
-from dashboard.models import TuneRun
 from jobs.exceptions import InvalidSchedule
 from jobs.schedule import (
     SCHEDULED_JOBS_KEY,
@@ -25,6 +23,8 @@ from jobs.schedule import (
     scheduled_jobs,
     scheduler_alive,
 )
+from loops.database import db
+from loops.models import TuneRun
 
 WEEKLY = "30 5 * * 1"
 QUEUE = "engagement"

@@ -11,9 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, RunState, RunTrigger, SignalDailyCount, TuneRun
-from dashboard.timeutil import utcnow
 from jobs import tune_engagement
 from jobs.runs import create_queued_runs, run_in_process
 from jobs.tune_engagement import (
@@ -22,6 +19,9 @@ from jobs.tune_engagement import (
     dry_run,
     tune_tenant,
 )
+from loops.database import db
+from loops.models import Calibration, RunState, RunTrigger, SignalDailyCount, TuneRun
+from loops.timeutil import utcnow
 
 DAY = timedelta(days=1)
 
@@ -386,7 +386,7 @@ def test_the_rate_is_count_over_the_configured_window(app, make, signals, lookba
 
 def test_the_whole_loop_through_the_api(make, api_as) -> None:
     """Deliver through the API, read some, tune, and read the calibrations back."""
-    from dashboard.models import Role
+    from loops.models import Role
 
     admin, viewer, reader = make.user(role=Role.ADMIN), make.user(role=Role.VIEWER), make.user()
     org = make.org("acme")

@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from dashboard.extensions import db
-from dashboard.models import Organization, Role
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import Organization, Role
+from loops.timeutil import utcnow
 from tests.dashboard_helpers import add_calibration, add_daily, add_run, csrf_token, login
 
 XSS = '<script>alert("x")</script>'
@@ -367,7 +367,7 @@ def test_csrf_token_is_on_every_page_for_htmx(viewer: FlaskClient) -> None:
 def test_preview_shows_what_a_run_would_write_and_writes_nothing(
     viewer: FlaskClient, make: Any
 ) -> None:
-    from dashboard.models import Calibration, LoopSignal
+    from loops.models import Calibration, LoopSignal
 
     org = make.org("acme")
     now = utcnow()

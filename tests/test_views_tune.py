@@ -12,11 +12,11 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import Role, TuneRun
-from dashboard.timeutil import utcnow
 from jobs import constants
 from jobs.tune_engagement import perform_runs_now
+from loops.database import db
+from loops.models import Role, TuneRun
+from loops.timeutil import utcnow
 from tests.dashboard_helpers import add_run, csrf_token, htmx_post, login
 
 RUN_ROUTES = ("/tune/run", "/tenants/acme/tune", "/tune/rerun-failed")

@@ -12,12 +12,12 @@ from fixtures.jobs import fresh_run, proc_output, wait_until
 from redis import Redis
 from sqlalchemy import select
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, RunTrigger
-from dashboard.timeutil import utcnow
 from jobs.queue import worker_count
 from jobs.runs import request_runs, sweep_abandoned
 from jobs.schedule import scheduler_alive
+from loops.database import db
+from loops.models import Calibration, RunTrigger
+from loops.timeutil import utcnow
 
 DAY = timedelta(days=1)
 # Test timings: beat twice a second, abandoned after 3 s of silence, sweep every second.

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from dashboard import create_app
-from dashboard.extensions import db
+from loops.database import db
 
 from .procs import (
     PG_BIN,

@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.routing import Rule
 
-from dashboard.extensions import db
-from dashboard.models import Role, TuneRun
+from loops.database import db
+from loops.models import Role, TuneRun
 
 PASSWORD = "correct-horse-battery"  # the shared factory's password (tests/conftest.py)
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -132,8 +132,8 @@ def test_api_roles_member_token_cannot_create_or_read_calibrations(
 
 
 def test_revoked_token_is_refused_at_once(make: Any, client: FlaskClient) -> None:
-    from dashboard.models import ApiToken
-    from dashboard.tokens import revoke
+    from loops.models import ApiToken
+    from loops.tokens import revoke
 
     user = make.user()
     token = make.token(user)
@@ -149,7 +149,7 @@ def test_tokens_are_compared_in_constant_time(
 ) -> None:
     import hmac
 
-    from dashboard import tokens
+    from loops import tokens
 
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest

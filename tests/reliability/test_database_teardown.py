@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from dashboard.extensions import db
+from loops.database import db
 
 pytestmark = pytest.mark.postgres_only
 

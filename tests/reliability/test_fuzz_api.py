@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from dashboard.models import Role
+from loops.models import Role
 
 from .procs import ROOT
 

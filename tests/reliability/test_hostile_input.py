@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import Notification, Role
+from loops.database import db
+from loops.models import Notification, Role
 
 from .procs import Gunicorn
 

@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from flask import Flask
 from redis import Redis
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, LoopSignal, RunTrigger, TuneRun
-from dashboard.timeutil import utcnow
 from jobs.queue import worker_count
 from jobs.runs import request_runs
 from jobs.schedule import scheduled_jobs, scheduler_alive
+from loops.database import db
+from loops.models import Calibration, LoopSignal, RunTrigger, TuneRun
+from loops.timeutil import utcnow
 
 from .procs import ROOT, kill_group, wait_for
 

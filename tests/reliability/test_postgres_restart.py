@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from dashboard.extensions import db
-from dashboard.models import Notification, Organization, OrgMembership, Role, User
-from dashboard.timeutil import utcnow
-from dashboard.tokens import create_token
+from loops.database import db
+from loops.models import Notification, Organization, OrgMembership, Role, User
+from loops.timeutil import utcnow
+from loops.tokens import create_token
 
 from .procs import RELIABILITY_REDIS_URL, PgCluster, http, wait_for
 

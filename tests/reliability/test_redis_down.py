@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, Notification, Role, TuneRun
+from loops.database import db
+from loops.models import LoopSignal, Notification, Role, TuneRun
 
 from .procs import RedisServer, http, wait_for
 

@@ -14,7 +14,7 @@ from flask import Flask
 
 from dashboard import create_app
 from dashboard.config import ConfigError
-from dashboard.models import Role
+from loops.models import Role
 
 from .procs import ROOT
 

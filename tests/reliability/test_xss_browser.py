@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, Role, TuneRun
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import Calibration, Role, TuneRun
+from loops.timeutil import utcnow
 
 from .procs import Gunicorn
 

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import click
+from flask import Flask
+from flask.cli import AppGroup
 from sqlalchemy import insert, select
 from werkzeug.security import generate_password_hash
 
-from dashboard import rollup
 from dashboard.extensions import db
-from dashboard.models import (
+from loops import rollup
+from loops.models import (
     LoopSignal,
     Notification,
     Organization,
@@ -22,7 +25,7 @@ from dashboard.models import (
     SignalKind,
     User,
 )
-from dashboard.timeutil import utcnow
+from loops.timeutil import utcnow
 
 DEMO_DAYS = 60
 ADMIN_LOGIN = ("admin@example.com", "demo-admin-pass")
@@ -249,8 +252,8 @@ def plan_notifications(
 
 def _tune_all(echo: Callable[[str], Any], now: datetime) -> None:
     """Tune every tenant in-process, so a fresh `make run` shows calibrations and run history."""
-    from dashboard.models import RunTrigger
     from jobs.runs import run_in_process
+    from loops.models import RunTrigger
 
     results, _ = run_in_process(None, trigger=RunTrigger.CLI, requested_by="demo seed", now=now)
     states = sorted({r.state for r in results})
@@ -267,3 +270,17 @@ def _title(feature: str, rng: random.Random) -> str:
         "billing.alert": "Your invoice is due in 3 days",
         "digest.weekly": "Your weekly digest",
     }[feature]
+
+
+demo_cli = AppGroup("demo", help="Demo data.")
+
+
+@demo_cli.command("seed")
+def demo_seed() -> None:
+    """Create demo tenants, users, notifications and 60 days of signals (once)."""
+    summary = seed(echo=click.echo)
+    click.echo(summary)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(demo_cli)

@@ -21,8 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from dashboard.extensions import db
-from dashboard.timeutil import UTCDateTime, utcnow
+from loops.database import db
+from loops.timeutil import UTCDateTime, utcnow
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so the id stays the rowid alias
 # (SQLite only autoincrements "INTEGER PRIMARY KEY").

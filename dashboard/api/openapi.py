@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.notifications import BULK_MAX_IDS, LIST_MAX_LIMIT, TITLE_MAX_LENGTH
+from loops.notifications import BULK_MAX_IDS, LIST_MAX_LIMIT, TITLE_MAX_LENGTH
 
 
 def _ref(name: str) -> dict[str, str]:

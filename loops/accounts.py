@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from dashboard.extensions import db
-from dashboard.models import Organization, OrgMembership, Role, User
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import Organization, OrgMembership, Role, User
+from loops.timeutil import utcnow
 
 SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+")

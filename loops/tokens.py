@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
-from dashboard.extensions import db
-from dashboard.models import ApiToken, User
-from dashboard.timeutil import utcnow
+from loops.database import db
+from loops.models import ApiToken, User
+from loops.timeutil import utcnow
 
 TOKEN_PREFIX = "elp_"
 # last_used_at is bumped at most this often, so a busy client does not turn

@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from dashboard.extensions import csrf
-from dashboard.redis_conn import redis_up
+from loops.redis_conn import redis_up
 
 URL_PREFIX = "/admin/rq"
 BLUEPRINT_NAME = "rq_dashboard"

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, Notification, SignalKind, User
-from dashboard.signals import emit_for_subject, primary_org_id
-from dashboard.timeutil import UTCDateTime, iso
+from loops.database import db
+from loops.models import LoopSignal, Notification, SignalKind, User
+from loops.signals import emit_for_subject, primary_org_id
+from loops.timeutil import UTCDateTime, iso
 
 FEATURE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
 TITLE_MAX_LENGTH = 1000

@@ -12,9 +12,9 @@ from enum import StrEnum
 
 from sqlalchemy import ColumnElement, Subquery, func, select
 
-from dashboard.charts import Sparkline, sparkline
 from dashboard.extensions import db
-from dashboard.models import (
+from dashboard.web.charts import Sparkline, sparkline
+from loops.models import (
     Calibration,
     Organization,
     RunState,
@@ -22,7 +22,7 @@ from dashboard.models import (
     SignalKind,
     TuneRun,
 )
-from dashboard.timeutil import as_utc
+from loops.timeutil import as_utc
 
 PER_PAGE = 25
 

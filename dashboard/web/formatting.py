@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from dashboard.models import RunState
-from dashboard.timeutil import as_utc
+from loops.models import RunState
+from loops.timeutil import as_utc
 
 RATE_PREFIX = "engagement-rate:"
 RATIO_PREFIX = "engagement-ratio:"

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dashboard.extensions import db, limiter, login_manager
-from dashboard.models import User
+from loops.models import User
 
 bp = Blueprint("auth", __name__)
 

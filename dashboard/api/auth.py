@@ -8,9 +8,9 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 
-from dashboard import tokens
 from dashboard.errors import ApiError
-from dashboard.models import Role, User
+from loops import tokens
+from loops.models import Role, User
 
 F = TypeVar("F", bound=Callable[..., Any])
 

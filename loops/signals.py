@@ -8,8 +8,8 @@ from sqlalchemy import BigInteger, BindParameter, Integer, Select, String, bindp
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, OrgMembership, SignalKind
+from loops.database import db
+from loops.models import LoopSignal, OrgMembership, SignalKind
 
 
 def primary_org_query(user_id: int | BindParameter[int]) -> Select[int]:

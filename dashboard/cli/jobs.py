@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from dashboard.extensions import db
-from dashboard.models import Organization, RunState, RunTrigger
-from dashboard.timeutil import utcnow
 from jobs import settings
 from jobs.exceptions import InvalidSchedule, QueueUnavailable
+from loops.models import Organization, RunState, RunTrigger
+from loops.timeutil import utcnow
 
 tune_cli = AppGroup("tune", help="The tune job: turn signals into calibrations.")
 rq_cli = AppGroup("rq", help="Background processes: the RQ worker and the scheduler.")

@@ -11,10 +11,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dashboard import formatting
-from dashboard.charts import DELIVER_COLOR, ENGAGE_COLOR, LineChart, line_chart
 from dashboard.extensions import db
-from dashboard.models import (
+from dashboard.web import formatting
+from dashboard.web.charts import DELIVER_COLOR, ENGAGE_COLOR, LineChart, line_chart
+from dashboard.web.overview import window
+from loops.models import (
     Calibration,
     Organization,
     RunState,
@@ -22,8 +23,7 @@ from dashboard.models import (
     SignalKind,
     TuneRun,
 )
-from dashboard.overview import window
-from dashboard.timeutil import as_utc, iso
+from loops.timeutil import as_utc, iso
 
 # A rate or ratio resting on fewer signals than this is flagged "low sample".
 LOW_SAMPLE_THRESHOLD = 30

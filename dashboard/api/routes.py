@@ -8,15 +8,15 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from dashboard import notifications, read_fastpath
-from dashboard.api_auth import bearer_secret, current_api_user, token_required
-from dashboard.calibrations import get_organization, read_payload
-from dashboard.config import loops_enabled
+from dashboard.api.auth import bearer_secret, current_api_user, token_required
+from dashboard.api.openapi import openapi_document
 from dashboard.errors import ApiError
 from dashboard.extensions import csrf, db, limiter
-from dashboard.models import Role, User
-from dashboard.openapi import openapi_document
-from dashboard.timeutil import utcnow
+from loops import notifications, read_fastpath
+from loops.calibrations import get_organization, read_payload
+from loops.models import Role, User
+from loops.settings import loops_enabled
+from loops.timeutil import utcnow
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # token-authenticated, not cookie-authenticated

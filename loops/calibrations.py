@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from dashboard.extensions import db
-from dashboard.models import Calibration, Organization
-from dashboard.timeutil import iso
+from loops.database import db
+from loops.models import Calibration, Organization
+from loops.timeutil import iso
 
 
 def get_organization(slug: str) -> Organization | None:

@@ -1,12 +1,23 @@
-"""Engine settings per backend: pool health checks, timeouts, SQLite WAL and busy timeout."""
+"""The database object and engine settings per backend (pool checks, timeouts, SQLite WAL)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Flask-SQLAlchemy's session object: bound to an app by the app factory, used by the
+# domain and the jobs inside an app context.
+db = SQLAlchemy(model_class=Base)
 
 
 def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +59,6 @@ def discard_session() -> None:
     raises; left to Flask-SQLAlchemy's own teardown it would escape the app as
     gunicorn's HTML 500. Invalidate instead: the pool replaces the connection.
     """
-    from dashboard.extensions import db
 
     try:
         db.session.remove()

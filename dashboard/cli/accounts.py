@@ -1,4 +1,4 @@
-"""Operator commands under `flask --app wsgi …` (SPEC §8). Bad input: one line, exit 1."""
+"""`users`, `orgs` and `tokens` commands. Bad input: one line, exit 1."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from dashboard import accounts, cli_jobs, demo
-from dashboard import tokens as api_tokens
-from dashboard.accounts import AccountError
 from dashboard.extensions import db
-from dashboard.timeutil import parse_iso8601
+from loops import accounts
+from loops import tokens as api_tokens
+from loops.accounts import AccountError
+from loops.timeutil import parse_iso8601
 
 users_cli = AppGroup("users", help="Manage users.")
 orgs_cli = AppGroup("orgs", help="Manage tenants (organizations).")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
-demo_cli = AppGroup("demo", help="Demo data.")
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -96,14 +95,6 @@ def tokens_revoke(token_id: int) -> None:
     click.echo(f"revoked token {token_id}")
 
 
-@demo_cli.command("seed")
-def demo_seed() -> None:
-    """Create demo tenants, users, notifications and 60 days of signals (once)."""
-    summary = demo.seed(echo=click.echo)
-    click.echo(summary)
-
-
 def init_app(app: Flask) -> None:
-    for group in (users_cli, orgs_cli, tokens_cli, demo_cli):
+    for group in (users_cli, orgs_cli, tokens_cli):
         app.cli.add_command(group)
-    cli_jobs.init_app(app)

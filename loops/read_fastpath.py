@@ -31,9 +31,9 @@ from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
-from dashboard.database import engine_options
-from dashboard.notifications import ReadResult, mark_read
-from dashboard.tokens import (
+from loops.database import engine_options
+from loops.notifications import ReadResult, mark_read
+from loops.tokens import (
     LAST_USED_RESOLUTION,
     grants_access,
     hash_token,

@@ -21,12 +21,12 @@ from flask_login import current_user, login_required
 from htmx_flask import make_response, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard import banners, formatting, overview, runs_page, tenant_page
-from dashboard.auth import admin_required, is_safe_next
-from dashboard.config import loops_enabled
-from dashboard.models import Organization, RunTrigger, TuneRun
-from dashboard.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
-from dashboard.timeutil import utcnow
+from dashboard.web import banners, formatting, overview, runs_page, tenant_page
+from dashboard.web.auth import admin_required, is_safe_next
+from dashboard.web.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
+from loops.models import Organization, RunTrigger, TuneRun
+from loops.settings import loops_enabled
+from loops.timeutil import utcnow
 
 bp = Blueprint("views", __name__)
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from dashboard.extensions import db
-from dashboard.models import ACTIVE_RUN_STATES, RunState, TuneRun
+from loops.models import ACTIVE_RUN_STATES, RunState, TuneRun
 
 RUNS_PER_PAGE = 50
 STATUS_LIMIT = 50

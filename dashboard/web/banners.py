@@ -10,9 +10,9 @@ from typing import Any
 from flask import current_app, g
 from redis.exceptions import RedisError
 
-from dashboard.config import loops_enabled
-from dashboard.formatting import weekday_text
-from dashboard.redis_conn import get_redis, redis_up
+from dashboard.web.formatting import weekday_text
+from loops.redis_conn import get_redis, redis_up
+from loops.settings import loops_enabled
 
 log = logging.getLogger(__name__)
 

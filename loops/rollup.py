@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import Date, String, bindparam, cast, delete, func, select, tuple_, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
-from dashboard.extensions import db
-from dashboard.models import LoopSignal, Organization, SignalDailyCount
-from dashboard.timeutil import UTC
+from loops.database import db
+from loops.models import LoopSignal, Organization, SignalDailyCount
+from loops.timeutil import UTC
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The domain: models, signals, notifications, calibrations and rollups; no HTTP, no RQ."""
