@@ -14,6 +14,8 @@ from flask.cli import AppGroup
 from sqlalchemy import insert, select
 from werkzeug.security import generate_password_hash
 
+from dashboard.cli.progress import Progress
+from dashboard.cli.progress import progress as cli_progress
 from dashboard.extensions import db
 from loops import rollup
 from loops.models import (
@@ -108,7 +110,10 @@ def _login_user(email: str, password: str, role: Role) -> User:
 
 
 def seed(
-    echo: Callable[[str], Any] = print, now: datetime | None = None, scale: float = 1.0
+    echo: Callable[[str], Any] = print,
+    now: datetime | None = None,
+    scale: float = 1.0,
+    progress: Progress | None = None,
 ) -> SeedSummary | str:
     """Create the demo data set once; a second call changes nothing."""
     if already_seeded():
@@ -188,7 +193,10 @@ def seed(
                 )
         db.session.execute(insert(LoopSignal), signal_rows)
         signals += len(signal_rows)
-        echo(f"  notifications {begin + len(chunk)}/{len(notification_rows)}")
+        if progress is not None:
+            progress.advance_to(begin + len(chunk), len(notification_rows))
+        else:
+            echo(f"  notifications {begin + len(chunk)}/{len(notification_rows)}")
 
     for org, _, _ in orgs:
         rollup.refresh(org.id, (start - timedelta(days=1)).date())
@@ -278,7 +286,9 @@ demo_cli = AppGroup("demo", help="Demo data.")
 @demo_cli.command("seed")
 def demo_seed() -> None:
     """Create demo tenants, users, notifications and 60 days of signals (once)."""
-    summary = seed(echo=click.echo)
+    # The bar (on a terminal) replaces the step-by-step lines; piped, only the summary.
+    with cli_progress("seeding demo data") as bar:
+        summary = seed(echo=lambda _line: None, progress=bar)
     click.echo(summary)
 
 

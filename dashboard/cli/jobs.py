@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask, current_app
@@ -16,11 +17,15 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from dashboard.cli.progress import progress
 from dashboard.extensions import db
 from jobs import settings
 from jobs.exceptions import InvalidSchedule, QueueUnavailable
-from loops.models import Organization, RunState, RunTrigger
+from loops.models import Organization, RunState, RunTrigger, TuneRun
 from loops.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from jobs.tune_engagement import TenantResult
 
 tune_cli = AppGroup("tune", help="The tune job: turn signals into calibrations.")
 rq_cli = AppGroup("rq", help="Background processes: the RQ worker and the scheduler.")
@@ -85,7 +90,7 @@ def tune_run(slug: str | None, wait: bool, dry_run: bool) -> None:
 
     Exits 1 when any tenant's run failed (--wait).
     """
-    from jobs.runs import request_runs, run_in_process
+    from jobs.runs import request_runs
 
     orgs = _tenants(slug)
     if dry_run:
@@ -105,7 +110,7 @@ def tune_run(slug: str | None, wait: bool, dry_run: bool) -> None:
         click.echo(f"{len(runs)} run(s); follow them on /runs or with `tune run --wait`")
         return
 
-    results, others = run_in_process(org_ids, trigger=RunTrigger.CLI, requested_by=_who())
+    results, others = _run_here(orgs, org_ids)
     click.echo(f"{'tenant':<20} {'run':>6} {'state':<10} {'calibrations':>12} {'ms':>7}  error")
     for r in results:
         click.echo(
@@ -122,6 +127,30 @@ def tune_run(slug: str | None, wait: bool, dry_run: bool) -> None:
     if failed:
         click.echo(f"{len(failed)} of {len(results)} tenant run(s) failed", err=True)
         sys.exit(1)
+
+
+def _run_here(
+    orgs: list[Organization], org_ids: list[int] | None
+) -> tuple[list[TenantResult], list[TuneRun]]:
+    """Run the tenants in this process, a chunk at a time, so a terminal shows progress.
+
+    A chunk is what the tune aggregates in one go, so chunking here costs nothing.
+    """
+    from jobs.runs import run_in_process
+    from jobs.tune_engagement import AGGREGATE_CHUNK
+
+    now = utcnow()
+    ids = org_ids if org_ids is not None else [o.id for o in orgs]
+    results: list[TenantResult] = []
+    others: list[TuneRun] = []
+    with progress("tuning", total=len(ids)) as bar:
+        for start in range(0, len(ids), AGGREGATE_CHUNK):
+            chunk = ids[start : start + AGGREGATE_CHUNK]
+            done, busy = run_in_process(chunk, trigger=RunTrigger.CLI, requested_by=_who(), now=now)
+            results.extend(done)
+            others.extend(busy)
+            bar.advance(len(chunk))
+    return results, others
 
 
 def _wait_for_redis(url: str) -> Redis:
