@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
 
@@ -18,6 +19,20 @@ class Base(DeclarativeBase):
 # Flask-SQLAlchemy's session object: bound to an app by the app factory, used by the
 # domain and the jobs inside an app context.
 db = SQLAlchemy(model_class=Base)
+
+
+def dialect_insert(table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for the session's database that offers ``ON CONFLICT`` (both backends do).
+
+    Every upsert and exactly-once insert starts here, so a third backend fails in
+    one place, by name, instead of silently taking a plain INSERT.
+    """
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
 def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:

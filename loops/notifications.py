@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Integer, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Integer, bindparam, func, select, update
 
+from loops import read_fastpath, tokens
 from loops.database import db
-from loops.models import LoopSignal, Notification, SignalKind, User
-from loops.signals import emit_for_subject, primary_org_id
+from loops.models import Notification, SignalKind, User
+from loops.signals import emit_for_subject, emit_many
 from loops.timeutil import UTCDateTime, iso
 
 FEATURE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
@@ -141,6 +142,48 @@ def mark_read(
     return None if again is None else ReadResult(again, first_read=False)
 
 
+def read_with_token(
+    secret: str,
+    notification_id: int | None,
+    *,
+    now: datetime,
+    loops_enabled: bool,
+    fast_path: bool | None = None,
+) -> tuple[tokens.Principal | None, ReadResult | None]:
+    """The API's mark-read: who the token speaks for and, if it is valid, the read.
+
+    (None, None): the token is unknown or revoked — checked before the id, so a bad
+    token never learns whether an id exists. (principal, None): ``notification_id``
+    is None (not a valid id) or names no notification of theirs.
+
+    The path is chosen here: on PostgreSQL the two-statement fast path
+    (``read_fastpath``), elsewhere the general one (token lookup, then
+    ``mark_read``). Both give the same answers and write the same signal rows;
+    ``fast_path`` forces one (tests compare them).
+    """
+    if fast_path is None:
+        fast_path = read_fastpath.available()
+    if fast_path:
+        principal, row = read_fastpath.authenticate_and_read(
+            secret, notification_id, now=now, loops_enabled=loops_enabled
+        )
+        if principal is None or notification_id is None or row is None:
+            return principal, None
+        if row.first or row.read_at is not None:
+            return principal, ReadResult(row, first_read=bool(row.first))
+        # Unread but not a first read: read again after a mark-unread (or a concurrent
+        # first read of this row committed meanwhile). The general path settles it.
+    else:
+        user = tokens.authenticate(secret, now)
+        if user is None:
+            return None, None
+        principal = tokens.Principal(user.id, user.role)
+        if notification_id is None:
+            return principal, None
+    result = mark_read(principal.user_id, notification_id, now=now, loops_enabled=loops_enabled)
+    return principal, result
+
+
 def mark_unread(user_id: int, notification_id: int) -> Notification | None:
     result = db.session.execute(
         update(Notification)
@@ -159,8 +202,9 @@ def mark_many_read(
 ) -> int:
     """Bulk mark-read (``ids=None`` means all); returns how many were newly marked read.
 
-    Ids that are not the user's are ignored. First reads emit ENGAGE exactly as
-    the single-notification path does, in the same transaction.
+    Ids that are not the user's are ignored. First reads emit ENGAGE as the
+    single-notification path does: the same primary org, the same exactly-once
+    insert, in the same transaction.
     """
     scope = [Notification.user_id == user_id, Notification.read_at.is_(None)]
     if ids is not None:
@@ -178,31 +222,15 @@ def mark_many_read(
         .values(read_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
-    if firsts and loops_enabled:
-        org_id = primary_org_id(user_id)
-        if org_id is not None:
-            _insert_signals(
-                [
-                    {
-                        "org_id": org_id,
-                        "kind": SignalKind.ENGAGE.value,
-                        "feature": row.feature,
-                        "user_id": user_id,
-                        "subject_id": row.id,
-                        "created_at": now,
-                    }
-                    for row in firsts
-                ]
-            )
+    if loops_enabled:
+        emit_many(
+            SignalKind.ENGAGE,
+            user_id=user_id,
+            subjects=[(row.id, row.feature) for row in firsts],
+            at=now,
+        )
     db.session.commit()
     return len(firsts) + int(rereads)
-
-
-def _insert_signals(rows: list[dict[str, Any]]) -> None:
-    # These rows are fresh first reads (the conditional UPDATE just claimed
-    # them), so the unique index cannot be hit except by a bug — let it raise.
-    for start in range(0, len(rows), 1000):
-        db.session.execute(insert(LoopSignal), rows[start : start + 1000])
 
 
 def list_for_user(

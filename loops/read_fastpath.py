@@ -1,40 +1,40 @@
-"""Mark-read on PostgreSQL in two statements: the API's hot path.
+"""Mark-read on PostgreSQL in two statements: the fast path of notifications.read_with_token.
 
 The general path (``tokens.authenticate`` + ``notifications.mark_read``, used on
-SQLite and for everything else) runs in an ORM session: a pool pre-ping, BEGIN,
-the token lookup, the conditional UPDATE, the ENGAGE insert and COMMIT — six
-round trips, each costing CPU on both ends. Profiled under load, that was most of
-the gap to the raw baseline (docs/PERFORMANCE.md). Here the same behaviour takes
-two statements, each atomic on its own (autocommit):
+SQLite) runs in an ORM session: a pool pre-ping, BEGIN, the token lookup, the
+conditional UPDATE, the ENGAGE insert and COMMIT — six round trips, each costing
+CPU on both ends. Profiled under load, that was most of the gap to the raw
+baseline (docs/PERFORMANCE.md). Here the same behaviour takes two statements,
+each atomic on its own (autocommit):
 
 1. the token lookup, which also bumps ``last_used_at`` when it is a minute old;
 2. the first read: a conditional UPDATE, the ENGAGE insert for the primary org
    (same rule as ``signals.primary_org_query``: oldest membership, then lowest
-   org id) and, when the UPDATE matched nothing, the caller's row as it stands.
+   org id; the same exactly-once ``ON CONFLICT DO NOTHING`` as ``signals``) and,
+   when the UPDATE matched nothing, the caller's row as it stands.
 
 A repeat read of a read notification is answered by statement 2 as well. Only a
-read after mark-unread, or a race with a concurrent read of the same row, takes
-the general path's remaining steps.
+read after mark-unread, or a race with a concurrent read of the same row, is
+left to the general path (``notifications.read_with_token`` decides).
 
 The connections come from a pool of their own without pre-ping: a connection the
 server dropped fails the first statement, which is read-only and idempotent, and
-that statement is retried once on a fresh connection.
+that statement is retried once on a new connection.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Row, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from loops.database import engine_options
-from loops.notifications import ReadResult, mark_read
 from loops.tokens import (
     LAST_USED_RESOLUTION,
+    Principal,
     grants_access,
     hash_token,
     plausible_secret,
@@ -81,14 +81,6 @@ _READ = text(
     WHERE id = :nid AND user_id = :uid AND NOT EXISTS (SELECT 1 FROM first_read)
     """
 )
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a valid, unrevoked token speaks for."""
-
-    user_id: int
-    role: str
 
 
 def init_app(app: Flask, main_engine: Engine) -> None:
@@ -142,11 +134,14 @@ def _authenticate(engine: Engine, params: dict[str, Any]) -> tuple[Connection, A
 
 def authenticate_and_read(
     secret: str, notification_id: int | None, *, now: datetime, loops_enabled: bool
-) -> tuple[Principal | None, ReadResult | None]:
-    """The token's principal (None: unknown or revoked) and, if valid, the read's result.
+) -> tuple[Principal | None, Row[Any] | None]:
+    """The token's principal (None: unknown or revoked) and, if valid, the read's row.
 
-    ``notification_id`` None (not a valid id) authenticates only. A None result
-    for a valid principal means the notification is not theirs (404).
+    ``notification_id`` None (not a valid id) authenticates only. A None row for a
+    valid principal means the notification is not theirs. The row carries ``first``
+    (this call made the first read); a row that is neither a first read nor read
+    is one the general path must settle (read again after a mark-unread, or a
+    concurrent first read committed meanwhile).
     """
     if not plausible_secret(secret):
         return None, None
@@ -163,12 +158,4 @@ def authenticate_and_read(
             _READ,
             {"nid": notification_id, "uid": principal.user_id, "now": now, "loops": loops_enabled},
         ).first()
-    if row is None:
-        return principal, None
-    if row.first or row.read_at is not None:
-        return principal, ReadResult(row, first_read=bool(row.first))
-    # Unread but not a first read: read again after a mark-unread (or a concurrent
-    # first read of this row committed meanwhile). The general path settles it.
-    return principal, mark_read(
-        principal.user_id, notification_id, now=now, loops_enabled=loops_enabled
-    )
+    return principal, row

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import BigInteger, BindParameter, Integer, Select, String, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from loops.database import db
+from loops.database import db, dialect_insert
 from loops.models import LoopSignal, OrgMembership, SignalKind
 
 
@@ -27,13 +27,9 @@ def primary_org_id(user_id: int) -> int | None:
 
 
 def _insert_ignoring_duplicates() -> Insert:
-    dialect = db.session.get_bind().dialect.name
-    table = LoopSignal.__table__
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing()
-    raise RuntimeError(f"unsupported database dialect {dialect!r}")
+    """The exactly-once insert: the partial unique index on (kind, subject_id) drops a
+    second ENGAGE or DELIVER for one notification instead of raising."""
+    return dialect_insert(LoopSignal.__table__).on_conflict_do_nothing()
 
 
 _EMIT_COLUMNS = ["org_id", "kind", "feature", "user_id", "subject_id", "created_at"]
@@ -79,3 +75,32 @@ def emit_for_subject(
         },
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def emit_many(
+    kind: SignalKind, *, user_id: int, subjects: Sequence[tuple[int, str]], at: datetime
+) -> None:
+    """``emit_for_subject`` for many notifications of one user: (subject_id, feature) pairs.
+
+    The primary org is looked up once; the rows go through the same exactly-once
+    insert, as one executemany. Runs in the caller's transaction.
+    """
+    if not subjects:
+        return
+    org_id = primary_org_id(user_id)
+    if org_id is None:
+        return
+    db.session.execute(
+        _insert_ignoring_duplicates(),
+        [
+            {
+                "org_id": org_id,
+                "kind": kind.value,
+                "feature": feature,
+                "user_id": user_id,
+                "subject_id": subject_id,
+                "created_at": at,
+            }
+            for subject_id, feature in subjects
+        ],
+    )

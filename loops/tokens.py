@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,14 @@ TOKEN_PREFIX = "elp_"
 # last_used_at is bumped at most this often, so a busy client does not turn
 # every read into a write on its token row.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a valid, unrevoked token speaks for."""
+
+    user_id: int
+    role: str
 
 
 def hash_token(token: str) -> str:

@@ -155,6 +155,17 @@ def app(app_config: dict[str, Any], redis_conn: Redis) -> Iterator[Flask]:
 
 
 @pytest.fixture
+def empty_database(app: Flask) -> Callable[[], None]:
+    """Empties every table again, ids restarting at 1: for a test that replays a scenario."""
+
+    def empty() -> None:
+        db.session.remove()  # its open transaction would hold TRUNCATE back
+        _truncate_all(app)
+
+    return empty
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

@@ -257,6 +257,27 @@ def test_bulk_reread_after_unread_counts_but_does_not_emit(reader, make, api_as)
     assert len(engage_rows(n.id)) == 1
 
 
+def test_bulk_read_keeps_a_signal_that_already_exists(make, api_as):
+    """The bulk path's insert is the exactly-once one: an ENGAGE already recorded for a
+    notification (a restored backup, an earlier import) is kept, not a 500."""
+    user = make.user(password=None)
+    org = make.org()
+    make.member(user, org)
+    restored, fresh = make.notification(user), make.notification(user)
+    db.session.add(
+        LoopSignal(
+            org_id=org.id, kind="ENGAGE", feature="mention", user_id=user.id, subject_id=restored.id
+        )
+    )
+    db.session.commit()
+    response = api_as(user).post(
+        "/api/v1/notifications/read", json={"ids": [restored.id, fresh.id]}
+    )
+    assert response.status_code == 200
+    assert response.get_json() == {"marked": 2}
+    assert sorted(s.subject_id for s in engage_rows()) == [restored.id, fresh.id]
+
+
 @pytest.mark.parametrize(
     "body",
     [

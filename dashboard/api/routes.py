@@ -12,7 +12,7 @@ from dashboard.api.auth import bearer_secret, current_api_user, token_required
 from dashboard.api.openapi import openapi_document
 from dashboard.errors import ApiError
 from dashboard.extensions import csrf, db, limiter
-from loops import notifications, read_fastpath
+from loops import notifications
 from loops.calibrations import get_organization, read_payload
 from loops.models import Role, User
 from loops.settings import loops_enabled
@@ -77,24 +77,6 @@ def openapi() -> ResponseReturnValue:
 
 @bp.post("/notifications/<raw_id>/read")
 def read_one(raw_id: str) -> ResponseReturnValue:
-    if read_fastpath.available():
-        return _read_one_fast(raw_id)
-    return _read_one(raw_id)
-
-
-@token_required()
-def _read_one(raw_id: str) -> ResponseReturnValue:
-    result = notifications.mark_read(
-        current_api_user().id,
-        _notification_id(raw_id),
-        now=utcnow(),
-        loops_enabled=_loops_enabled(),
-    )
-    return _read_response(result)
-
-
-def _read_one_fast(raw_id: str) -> ResponseReturnValue:
-    """PostgreSQL: the same answers as _read_one, in two statements (read_fastpath)."""
     secret = bearer_secret()
     if secret is None:
         raise ApiError(401, "Missing bearer token.")
@@ -102,7 +84,7 @@ def _read_one_fast(raw_id: str) -> ResponseReturnValue:
         notification_id: int | None = _notification_id(raw_id)
     except ApiError:
         notification_id = None  # a 404, but only once the token is known to be good
-    principal, result = read_fastpath.authenticate_and_read(
+    principal, result = notifications.read_with_token(
         secret, notification_id, now=utcnow(), loops_enabled=_loops_enabled()
     )
     if principal is None:
