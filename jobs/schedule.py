@@ -1,4 +1,10 @@
-"""The weekly schedule on rq-scheduler: reconciled at start, read by the dashboard, kept alive."""
+"""Periodic jobs on rq-scheduler: declared in one list, reconciled at start, kept alive.
+
+The weekly tune (TUNE_ENGAGEMENT_CRON) and the hourly digest. Each job's id is derived
+from its definition, so reconciling adds what is missing, keeps what is unchanged and
+cancels what is stale (a changed cron is a new id); any number of schedulers may
+start at once.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +32,57 @@ SCHEDULED_JOBS_KEY: str = Scheduler.scheduled_jobs_key
 SCHEDULED_JOB_TIMEOUT_S = 600
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """One periodic job: what runs, when (cron, UTC), and the setting that says so."""
+
+    name: str
+    func: str
+    cron: str
+    description: str
+    timeout_s: int = SCHEDULED_JOB_TIMEOUT_S
+    setting: str | None = None
+
+    def job_id(self, queue_name: str) -> str:
+        """Derived from the job's definition: a changed cron is a different job id."""
+        digest = hashlib.sha1(f"{self.func}|{self.cron.strip()}|{queue_name}".encode()).hexdigest()
+        return f"{constants.SCHEDULE_JOB_PREFIX}{self.name}-{digest[:12]}"
+
+
+TUNE = "tune-engagement"
+DIGEST = "digest"
+
+
+def periodic_jobs(tune_cron: str) -> list[Periodic]:
+    """Every periodic job of the app; the first is the weekly tune."""
+    return [
+        Periodic(
+            TUNE,
+            constants.SCHEDULED_FUNC,
+            tune_cron,
+            f"tune-engagement weekly fan-out ({tune_cron} UTC)",
+            setting="TUNE_ENGAGEMENT_CRON",
+        ),
+        Periodic(
+            DIGEST,
+            constants.DIGEST_FUNC,
+            constants.DIGEST_CRON,
+            f"deliver due digests ({constants.DIGEST_CRON} UTC)",
+        ),
+    ]
+
+
 def schedule_job_id(cron: str, queue_name: str) -> str:
-    """Derived from the job's definition: a changed cron is a different job id."""
-    digest = hashlib.sha1(
-        f"{constants.SCHEDULED_FUNC}|{cron.strip()}|{queue_name}".encode()
-    ).hexdigest()[:12]
-    return f"{constants.SCHEDULE_JOB_PREFIX}tune-engagement-{digest}"
+    """The weekly tune's scheduled job id for this cron and queue."""
+    return periodic_jobs(cron)[0].job_id(queue_name)
 
 
-def next_cron_time(cron: str, after: datetime) -> datetime:
+def next_cron_time(cron: str, after: datetime, setting: str = "TUNE_ENGAGEMENT_CRON") -> datetime:
     """The first time after ``after`` that ``cron`` (read as UTC) fires."""
     try:
         tab = crontab.CronTab(cron)
     except ValueError as exc:
-        raise InvalidSchedule(f"TUNE_ENGAGEMENT_CRON is not a valid cron string: {cron!r}") from exc
+        raise InvalidSchedule(f"{setting} is not a valid cron string: {cron!r}") from exc
     nxt = tab.next(now=after.astimezone(UTC), return_datetime=True)
     assert isinstance(nxt, datetime)
     return nxt.astimezone(UTC)
@@ -56,12 +99,13 @@ class Reconciled:
     next_run: datetime
     added: bool
     removed: list[str] = field(default_factory=list)
+    name: str = TUNE
 
     def __str__(self) -> str:
         what = "added" if self.added else "unchanged"
         gone = f"; removed {', '.join(self.removed)}" if self.removed else ""
         return (
-            f"schedule {what}: tune-engagement cron={self.cron!r} (UTC) job={self.job_id} "
+            f"schedule {what}: {self.name} cron={self.cron!r} (UTC) job={self.job_id} "
             f"next={self.next_run.isoformat()}{gone}"
         )
 
@@ -76,77 +120,98 @@ def _our_scheduled(redis: Redis) -> dict[str, float]:
     return out
 
 
-def _add(redis: Redis, cron: str, queue_name: str, job_id: str, now: datetime) -> datetime:
+def _add(redis: Redis, job: Periodic, queue_name: str, now: datetime) -> datetime:
+    job_id = job.job_id(queue_name)
     scheduler = Scheduler(queue_name=queue_name, connection=redis)
     scheduler.cron(
-        cron,
-        func=constants.SCHEDULED_FUNC,
+        job.cron,
+        func=job.func,
         id=job_id,
         queue_name=queue_name,
         # Never expire: a periodic job whose result TTL ends drops out of the
         # schedule (rq-scheduler issue #42).
         result_ttl=-1,
-        timeout=SCHEDULED_JOB_TIMEOUT_S,
-        description=f"tune-engagement weekly fan-out ({cron} UTC)",
+        timeout=job.timeout_s,
+        description=job.description,
         use_local_timezone=False,
     )
     # rq-scheduler computes the first time in the process's local time; set it
     # from UTC ourselves so registration is right whatever TZ this process has.
-    first = next_cron_time(cron, now)
+    first = next_cron_time(job.cron, now, job.setting or job.name)
     redis.zadd(SCHEDULED_JOBS_KEY, {job_id: calendar.timegm(first.utctimetuple())})
     return first
 
 
-def reconcile(redis: Redis, cron: str, queue_name: str, now: datetime | None = None) -> Reconciled:
-    """Make the schedule hold exactly one weekly job, for ``cron``.
+def reconcile_all(
+    redis: Redis, jobs: list[Periodic], queue_name: str, now: datetime | None = None
+) -> list[Reconciled]:
+    """Make the schedule hold exactly ``jobs``, one entry each.
 
-    Adds it if missing, keeps it if unchanged, replaces it if the cron changed and
+    Adds each if missing, keeps it if unchanged, replaces it if its cron changed and
     removes any other job of ours. Under a Redis lock, so schedulers starting
     together agree. Other apps' schedules in the same Redis are left alone.
     """
-    validate_cron(cron)
+    for job in jobs:
+        next_cron_time(job.cron, utcnow(), job.setting or job.name)
     now = now or utcnow()
-    want = schedule_job_id(cron, queue_name)
+    wanted = {job.job_id(queue_name): job for job in jobs}
+    results = []
     with redis.lock(constants.SCHEDULE_RECONCILE_LOCK, timeout=30, blocking_timeout=30):
         ours = _our_scheduled(redis)
-        removed = []
+        removed: dict[str, list[str]] = {}
         for job_id in ours:
-            if job_id != want:
+            if job_id not in wanted:
                 redis.zrem(SCHEDULED_JOBS_KEY, job_id)
                 redis.delete(Job.key_for(job_id))
-                removed.append(job_id)
-        if want in ours and Job.exists(want, connection=redis):
-            result = Reconciled(
-                want, cron, datetime.fromtimestamp(ours[want], UTC), added=False, removed=removed
-            )
-        else:
-            first = _add(redis, cron, queue_name, want, now)
-            result = Reconciled(want, cron, first, added=True, removed=removed)
-    log.info(
-        "event=schedule_reconciled job=%s cron=%r added=%s removed=%d next=%s",
-        want,
-        cron,
-        result.added,
-        len(removed),
-        result.next_run.isoformat(),
-    )
-    return result
+                owner = next((j.name for j in jobs if job_id.startswith(_prefix(j))), "")
+                removed.setdefault(owner, []).append(job_id)
+        for job_id, job in wanted.items():
+            gone = removed.get(job.name, [])
+            if job_id in ours and Job.exists(job_id, connection=redis):
+                at = datetime.fromtimestamp(ours[job_id], UTC)
+                results.append(Reconciled(job_id, job.cron, at, False, gone, job.name))
+            else:
+                first = _add(redis, job, queue_name, now)
+                results.append(Reconciled(job_id, job.cron, first, True, gone, job.name))
+    for r in results:
+        log.info(
+            "event=schedule_reconciled name=%s job=%s cron=%r added=%s removed=%d next=%s",
+            r.name,
+            r.job_id,
+            r.cron,
+            r.added,
+            len(r.removed),
+            r.next_run.isoformat(),
+        )
+    return results
 
 
-def scheduled_jobs(redis: Redis) -> list[tuple[str, datetime, str | None]]:
-    """Our scheduled jobs: (job id, next run, cron string)."""
+def _prefix(job: Periodic) -> str:
+    return f"{constants.SCHEDULE_JOB_PREFIX}{job.name}-"
+
+
+def reconcile(redis: Redis, cron: str, queue_name: str, now: datetime | None = None) -> Reconciled:
+    """Reconcile every periodic job for this tune cron; the weekly tune's outcome."""
+    return reconcile_all(redis, periodic_jobs(cron), queue_name, now)[0]
+
+
+def scheduled_jobs(redis: Redis, name: str | None = None) -> list[tuple[str, datetime, str | None]]:
+    """Our scheduled jobs (only ``name``'s when given): (job id, next run, cron string)."""
     out = []
     for job_id, score in _our_scheduled(redis).items():
+        if name is not None and not job_id.startswith(f"{constants.SCHEDULE_JOB_PREFIX}{name}-"):
+            continue
         job = Job.fetch_many([job_id], connection=redis)[0]
         cron = job.meta.get("cron_string") if job else None
         out.append((job_id, datetime.fromtimestamp(score, UTC), cron))
     return out
 
 
-def next_scheduled_run(redis: Redis) -> datetime | None:
-    """When the weekly job fires next (UTC), or None if unscheduled or Redis is down."""
+def next_scheduled_run(redis: Redis, name: str = TUNE) -> datetime | None:
+    """When the tune (or ``name``) fires next (UTC); None if unscheduled or Redis is down."""
+    prefix = f"{constants.SCHEDULE_JOB_PREFIX}{name}-"
     try:
-        times = list(_our_scheduled(redis).values())
+        times = [t for job_id, t in _our_scheduled(redis).items() if job_id.startswith(prefix)]
     except (RedisError, OSError):
         return None
     return datetime.fromtimestamp(min(times), UTC) if times else None
@@ -177,10 +242,11 @@ class AppScheduler(Scheduler):
     def enqueue_jobs(self) -> Any:
         # Runs under rq-scheduler's lock, so with several schedulers one does this.
         jobs = super().enqueue_jobs()
-        want = schedule_job_id(self.cron_string, self.queue_name)
-        if self.connection.zscore(SCHEDULED_JOBS_KEY, want) is None:
-            log.warning("event=schedule_missing job=%s action=re-add", want)
-            _add(self.connection, self.cron_string, self.queue_name, want, utcnow())
+        for periodic in periodic_jobs(self.cron_string):
+            want = periodic.job_id(self.queue_name)
+            if self.connection.zscore(SCHEDULED_JOBS_KEY, want) is None:
+                log.warning("event=schedule_missing job=%s action=re-add", want)
+                _add(self.connection, periodic, self.queue_name, utcnow())
         from jobs.runs import sweep_abandoned
 
         with self.app.app_context():

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,7 @@ from sqlalchemy.orm import aliased
 from jobs import constants, settings
 from loops import rollup
 from loops.database import db
+from loops.delivery import PolicySettings, decide_for_tenant
 from loops.models import (
     ACTIVE_RUN_STATES,
     ONCE_PER_SUBJECT_KINDS,
@@ -43,7 +44,9 @@ from loops.models import (
     SignalKind,
     TuneRun,
 )
+from loops.policy_rules import Evidence
 from loops.settings import loops_enabled
+from loops.stats import fit_beta_prior, shrunk_estimate, wilson_interval
 from loops.timeutil import UTCDateTime, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -91,12 +94,26 @@ def compute_engagement_ratio(engaged: Number, delivered: Number) -> float:
 
 @dataclass(frozen=True)
 class FeatureCalibration:
-    """One calibration a run would write."""
+    """One calibration a run would write.
+
+    Ratio keys also carry their numerator, 95% Wilson interval and shrunk estimate.
+    """
 
     key: str
     value: float
     sample_size: int
     distinct_users: int
+    engaged: int | None = None
+    interval: tuple[float, float] | None = None
+    estimate: float | None = None
+
+    @property
+    def feature(self) -> str:
+        return self.key.partition(":")[2]
+
+    @property
+    def is_ratio(self) -> bool:
+        return self.key.startswith(constants.RATIO_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -227,9 +244,66 @@ def compute_batch(
                 value=compute_engagement_ratio(engaged, sent),
                 sample_size=int(sent),
                 distinct_users=int(users),
+                engaged=min(int(engaged), int(sent)),
+                interval=wilson_interval(int(engaged), int(sent)),
             )
         )
+    out = _with_estimates(out, now, lookback_days)
     return {org_id: sorted(cals, key=lambda c: c.key) for org_id, cals in out.items()}
+
+
+def _other_tenants_counts(
+    org_ids: Sequence[int], keys: set[str], now: datetime, lookback_days: int
+) -> dict[str, list[tuple[int, int]]]:
+    """The latest (engaged, n) of these ratio keys for every tenant outside ``org_ids``.
+
+    Only values computed within the last window count: a tenant that stopped
+    receiving a feature long ago says nothing about it today.
+    """
+    if not keys:
+        return {}
+    rows = db.session.execute(
+        select(
+            Calibration.key, Calibration.engaged, Calibration.value, Calibration.sample_size
+        ).where(
+            Calibration.key.in_(sorted(keys)),
+            Calibration.org_id.not_in(list(org_ids)),
+            Calibration.computed_at > now - timedelta(days=lookback_days),
+        )
+    ).all()
+    out: dict[str, list[tuple[int, int]]] = {}
+    for key, engaged, value, n in rows:
+        # Rows written before the numerator was stored: recover it from the ratio.
+        k = int(engaged) if engaged is not None else round(float(value) * int(n))
+        out.setdefault(key, []).append((k, int(n)))
+    return out
+
+
+def _with_estimates(
+    batch: dict[int, list[FeatureCalibration]], now: datetime, lookback_days: int
+) -> dict[int, list[FeatureCalibration]]:
+    """Fill each ratio's empirical-Bayes estimate.
+
+    Each feature's Beta prior is fitted to every tenant's counts of that feature:
+    this batch's fresh counts, and the latest stored ones of all other tenants.
+    """
+    ratios = [c for cals in batch.values() for c in cals if c.is_ratio]
+    if not ratios:
+        return batch
+    counts = _other_tenants_counts(list(batch), {c.key for c in ratios}, now, lookback_days)
+    for c in ratios:
+        counts.setdefault(c.key, []).append((c.engaged or 0, c.sample_size))
+    priors = {key: fit_beta_prior(pairs) for key, pairs in counts.items()}
+    out: dict[int, list[FeatureCalibration]] = {}
+    for org_id, cals in batch.items():
+        filled = []
+        for c in cals:
+            prior = priors.get(c.key) if c.is_ratio else None
+            if prior is not None:
+                c = replace(c, estimate=shrunk_estimate(c.engaged or 0, c.sample_size, prior))
+            filled.append(c)
+        out[org_id] = filled
+    return out
 
 
 def compute_calibrations(
@@ -298,6 +372,10 @@ def _upsert() -> Any:
                 "computed_at": new.computed_at,
                 "distinct_users": new.distinct_users,
                 "run_id": new.run_id,
+                "engaged": new.engaged,
+                "interval_low": new.interval_low,
+                "interval_high": new.interval_high,
+                "estimate": new.estimate,
             },
         )
         _UPSERTS[dialect] = stmt
@@ -321,16 +399,35 @@ def _write(
                     "computed_at": now,
                     "distinct_users": c.distinct_users,
                     "run_id": run_id,
+                    "engaged": c.engaged,
+                    "interval_low": c.interval[0] if c.interval else None,
+                    "interval_high": c.interval[1] if c.interval else None,
+                    "estimate": c.estimate,
                 }
                 for c in computed
             ],
         )
+        _decide_delivery(org_id, run_id, computed, now)
     delay = settings.test_delay_s()
     if delay > 0:
         # TEST-ONLY hook (TUNE_TEST_DELAY_S): stall with the tenant's calibrations
         # written but not committed, so a test can kill the worker mid-transaction.
         time.sleep(delay)
     return len(computed)
+
+
+def _decide_delivery(
+    org_id: int, run_id: int, computed: list[FeatureCalibration], now: datetime
+) -> None:
+    """Each measured feature's delivery mode, in the tenant's transaction."""
+    evidence = [
+        (c.feature, Evidence(c.value, c.interval[0], c.interval[1], c.sample_size))
+        for c in computed
+        if c.is_ratio and c.interval is not None
+    ]
+    if evidence:
+        threshold = PolicySettings.from_config(current_app.config).digest_below
+        decide_for_tenant(org_id, run_id, evidence, threshold, now)
 
 
 # --- per-tenant orchestration ------------------------------------------------

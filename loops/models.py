@@ -8,6 +8,7 @@ from enum import StrEnum
 from flask_login import UserMixin
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     Float,
@@ -73,6 +74,13 @@ class Organization(db.Model):  # type: ignore[name-defined]
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Shadow (False, the default): delivery policies are decided and shown but not
+    # applied. Enforced: notifications of digest-mode features are held for a digest.
+    policy_enforced: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # When the current enforced/shadow state began, and who set it (lift is measured
+    # over notifications delivered since enforcement began).
+    policy_enforced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    policy_enforced_by: Mapped[str | None] = mapped_column(String(254), nullable=True)
 
     # Ordering and prefix search by name on the dashboard.
     __table_args__ = (Index("ix_organizations_name", "name"),)
@@ -154,6 +162,17 @@ class Notification(db.Model):  # type: ignore[name-defined]
     # Set once, on the first read, and never cleared by mark-unread: it is what
     # makes "first read" a fact about the notification rather than its current state.
     first_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # NULL while held for a digest; then the time it was delivered (created_at for
+    # notifications delivered at once). A held notification is invisible to its user.
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When a held notification is due (the next digest hour after it was created).
+    deliver_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The digest notification that delivered it.
+    digest_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("notifications.id", ondelete="SET NULL", name="fk_notifications_digest_id"),
+        nullable=True,
+    )
 
     __table_args__ = (
         # Listing a user's notifications newest first (by id), optionally unread
@@ -165,6 +184,14 @@ class Notification(db.Model):  # type: ignore[name-defined]
             "id",
             postgresql_where=text("read_at IS NULL"),
             sqlite_where=text("read_at IS NULL"),
+        ),
+        # The digest job's "what is due": held notifications by due time.
+        Index(
+            "ix_notifications_held_due",
+            "deliver_at",
+            "user_id",
+            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL"),
         ),
     )
 
@@ -251,8 +278,60 @@ class Calibration(db.Model):  # type: ignore[name-defined]
     previous_sample_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
     previous_computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     previous_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # engagement-ratio keys only: the numerator (delivered notifications first-read),
+    # the 95% Wilson interval of engaged / sample_size, and the value shrunk toward
+    # the feature's pooled ratio across tenants (empirical Bayes).
+    engaged: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interval_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    interval_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    estimate: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (UniqueConstraint("org_id", "key", name="uq_loop_calibrations_org_key"),)
+
+
+class DeliveryPolicy(db.Model):  # type: ignore[name-defined]
+    """How one tenant's notifications of one feature are delivered, and why."""
+
+    __tablename__ = "delivery_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    feature: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Since when the mode has been what it is (a decision that keeps the mode keeps this).
+    mode_since: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The evidence of the last decision.
+    ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    interval_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    interval_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sample_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # An admin's override: the mode stays what they pinned until unpinned.
+    pinned_by: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("org_id", "feature", name="uq_delivery_policies_org_feature"),
+        CheckConstraint("mode IN ('immediate', 'digest')", name="ck_delivery_policies_mode"),
+    )
+
+
+class PolicyChange(db.Model):  # type: ignore[name-defined]
+    """An admin's change to a tenant's delivery: pin, unpin, enforce, shadow — who and when."""
+
+    __tablename__ = "delivery_policy_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    feature: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    action: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_delivery_policy_changes_org_id_id", "org_id", "id"),)
 
 
 class TuneRun(db.Model):  # type: ignore[name-defined]

@@ -15,10 +15,14 @@ from sqlalchemy import select
 from jobs.exceptions import InvalidSchedule
 from jobs.schedule import (
     SCHEDULED_JOBS_KEY,
+    DIGEST,
+    TUNE,
     AppScheduler,
     next_cron_time,
+    periodic_jobs,
     next_scheduled_run,
     reconcile,
+    reconcile_all,
     schedule_job_id,
     scheduled_jobs,
     scheduler_alive,
@@ -28,6 +32,7 @@ from loops.models import TuneRun
 
 WEEKLY = "30 5 * * 1"
 QUEUE = "engagement"
+DIGEST_ID = periodic_jobs(WEEKLY)[1].job_id(QUEUE)
 DOWN = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
 
 
@@ -35,7 +40,7 @@ def test_registering_twice_leaves_one_job_that_never_expires(app, redis_conn) ->
     first = reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     second = reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     assert first.added and not second.added
-    [(job_id, next_run, cron)] = scheduled_jobs(redis_conn)
+    [(job_id, next_run, cron)] = scheduled_jobs(redis_conn, TUNE)
     assert job_id == first.job_id == schedule_job_id(WEEKLY, QUEUE)
     assert cron == WEEKLY
     # NOW is Monday 2026-11-23 12:00 UTC: the next firing is the Monday after, 05:30 UTC.
@@ -50,7 +55,7 @@ def test_a_changed_cron_replaces_the_job(app, redis_conn) -> None:
     old = reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     new = reconcile(redis_conn, "0 6 * * 2", QUEUE, now=NOW)
     assert new.added and new.removed == [old.job_id]
-    [(job_id, next_run, cron)] = scheduled_jobs(redis_conn)
+    [(job_id, next_run, cron)] = scheduled_jobs(redis_conn, TUNE)
     assert (job_id, cron) == (new.job_id, "0 6 * * 2")
     assert next_run == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
     assert not Job.exists(old.job_id, connection=redis_conn)
@@ -63,14 +68,14 @@ def test_other_apps_schedules_are_left_alone(app, redis_conn) -> None:
     reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     reconcile(redis_conn, "0 6 * * 2", QUEUE, now=NOW)
     ids = {m.decode() for m in redis_conn.zrange(SCHEDULED_JOBS_KEY, 0, -1)}
-    assert ids == {"someone-elses-job", schedule_job_id("0 6 * * 2", QUEUE)}
+    assert ids == {"someone-elses-job", schedule_job_id("0 6 * * 2", QUEUE), DIGEST_ID}
 
 
 def test_a_missing_job_record_is_re_added(app, redis_conn) -> None:
     first = reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     redis_conn.delete(Job.key_for(first.job_id))
     assert reconcile(redis_conn, WEEKLY, QUEUE, now=NOW).added
-    assert len(scheduled_jobs(redis_conn)) == 1
+    assert len(scheduled_jobs(redis_conn, TUNE)) == 1
 
 
 def test_an_invalid_cron_is_refused(app, redis_conn) -> None:
@@ -137,7 +142,7 @@ def test_when_the_schedule_fires_every_tenant_is_tuned_and_it_stays_scheduled(
         (o.id, "schedule", "succeeded") for o in orgs
     ]
     # Still exactly one weekly job, due in the future, its record kept.
-    [(still, next_run, _)] = scheduled_jobs(redis_conn)
+    [(still, next_run, _)] = scheduled_jobs(redis_conn, TUNE)
     assert still == job_id and next_run > datetime.now(UTC)
     assert Job.exists(job_id, connection=redis_conn)
 
@@ -146,7 +151,7 @@ def test_the_scheduler_puts_back_a_lost_schedule(app, redis_conn) -> None:
     job_id = reconcile(redis_conn, WEEKLY, app.config["RQ_QUEUE"]).job_id
     redis_conn.zrem(SCHEDULED_JOBS_KEY, job_id)
     _run_scheduler_once(app, redis_conn)
-    assert [j for j, _, _ in scheduled_jobs(redis_conn)] == [job_id]
+    assert [j for j, _, _ in scheduled_jobs(redis_conn, TUNE)] == [job_id]
 
 
 @pytest.mark.slow
@@ -156,11 +161,13 @@ def test_starting_rq_scheduler_twice_and_with_a_changed_cron_keeps_one_job(
     for env in ({}, {}, {"TUNE_ENGAGEMENT_CRON": "0 6 * * 2", "TZ": "Asia/Tokyo"}):
         proc = spawn("rq", "scheduler", "--burst", **env)
         assert proc.wait(timeout=120) == 0, proc_output(proc)
-        [(_, next_run, cron)] = scheduled_jobs(redis_conn)
+        [(_, next_run, cron)] = scheduled_jobs(redis_conn, TUNE)
         assert cron == env.get("TUNE_ENGAGEMENT_CRON", WEEKLY)
     # Registered in UTC even though that scheduler's machine said Tokyo.
     assert (next_run.weekday(), next_run.hour, next_run.minute) == (1, 6, 0)
-    assert redis_conn.zcard(SCHEDULED_JOBS_KEY) == 1
+    # One weekly tune and one hourly digest, whatever the restarts.
+    assert redis_conn.zcard(SCHEDULED_JOBS_KEY) == 2
+    assert len(scheduled_jobs(redis_conn, DIGEST)) == 1
 
 
 def test_rq_scheduler_refuses_a_bad_cron_in_one_line(app, runner) -> None:
@@ -169,3 +176,26 @@ def test_rq_scheduler_refuses_a_bad_cron_in_one_line(app, runner) -> None:
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "TUNE_ENGAGEMENT_CRON" in lines[0], result.output
+
+
+def test_the_hourly_digest_is_scheduled_beside_the_tune_once(app, redis_conn) -> None:
+    first = reconcile_all(redis_conn, periodic_jobs(WEEKLY), QUEUE, now=NOW)
+    again = reconcile_all(redis_conn, periodic_jobs("0 6 * * 2"), QUEUE, now=NOW)
+    assert [r.added for r in first] == [True, True]
+    # A changed tune cron replaces the tune only; the digest is kept as it was.
+    assert [(r.name, r.added) for r in again] == [(TUNE, True), (DIGEST, False)]
+    [(job_id, next_run, cron)] = scheduled_jobs(redis_conn, DIGEST)
+    assert job_id == DIGEST_ID and cron == "0 * * * *"
+    assert next_run == datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+    job = Job.fetch(job_id, connection=redis_conn)
+    assert job.func_name == "jobs.digest.deliver_due_digests" and job.result_ttl == -1
+    # The dashboard's "next run" is the weekly tune's, not the next hourly digest.
+    assert next_scheduled_run(redis_conn) == datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+
+
+def test_the_scheduler_puts_back_a_lost_digest_schedule(app, redis_conn) -> None:
+    reconcile(redis_conn, WEEKLY, app.config["RQ_QUEUE"])
+    digest_id = periodic_jobs(WEEKLY)[1].job_id(app.config["RQ_QUEUE"])
+    redis_conn.zrem(SCHEDULED_JOBS_KEY, digest_id)
+    _run_scheduler_once(app, redis_conn)
+    assert [j for j, _, _ in scheduled_jobs(redis_conn, DIGEST)] == [digest_id]

@@ -1,0 +1,99 @@
+"""Wilson intervals and the empirical-Bayes estimate: known values and their invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loops.stats import (
+    MIN_PRIOR_STRENGTH,
+    BetaPrior,
+    fit_beta_prior,
+    shrunk_estimate,
+    wilson_interval,
+)
+
+
+@pytest.mark.parametrize(
+    ("engaged", "n", "expected"),
+    [
+        (8, 100, (0.0411, 0.15)),  # textbook value for 8 of 100
+        (0, 10, (0.0, 0.2775)),
+        (10, 10, (0.7225, 1.0)),
+        (1, 2, (0.0945, 0.9055)),
+        (33, 412, (0.0576, 0.1104)),
+        (0, 0, (0.0, 1.0)),
+    ],
+)
+def test_wilson_interval_known_values(engaged: int, n: int, expected: tuple[float, float]) -> None:
+    assert wilson_interval(engaged, n) == expected
+
+
+counts = st.integers(min_value=1, max_value=100_000).flatmap(
+    lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n))
+)
+
+
+@given(counts)
+def test_interval_contains_the_ratio_and_stays_in_unit_range(pair: tuple[int, int]) -> None:
+    engaged, n = pair
+    low, high = wilson_interval(engaged, n)
+    assert 0.0 <= low <= round(engaged / n, 4) <= high <= 1.0
+
+
+@given(counts, st.integers(min_value=2, max_value=50))
+def test_interval_narrows_as_n_grows(pair: tuple[int, int], factor: int) -> None:
+    engaged, n = pair
+    low, high = wilson_interval(engaged, n)
+    big_low, big_high = wilson_interval(engaged * factor, n * factor)
+    assert big_high - big_low <= high - low
+
+
+tenants = st.lists(counts, min_size=1, max_size=30)
+
+
+@given(tenants, counts)
+def test_estimate_lies_between_own_and_pooled_ratio(
+    others: list[tuple[int, int]], mine: tuple[int, int]
+) -> None:
+    prior = fit_beta_prior([*others, mine])
+    assert prior is not None
+    engaged, n = mine
+    own = engaged / n
+    estimate = shrunk_estimate(engaged, n, prior)
+    assert min(own, prior.mean) - 1e-4 <= estimate <= max(own, prior.mean) + 1e-4
+
+
+@given(tenants, st.floats(min_value=0.0, max_value=1.0))
+def test_estimate_approaches_own_ratio_as_n_grows(
+    others: list[tuple[int, int]], own: float
+) -> None:
+    prior = fit_beta_prior(others)
+    assert prior is not None
+    gaps = []
+    for n in (10, 1_000, 100_000, 10_000_000):
+        engaged = round(own * n)
+        gaps.append(abs(shrunk_estimate(engaged, n, prior) - engaged / n))
+    assert all(later <= earlier + 1e-4 for earlier, later in zip(gaps, gaps[1:], strict=False))
+    assert gaps[-1] <= 1e-3
+
+
+def test_a_handful_of_deliveries_is_pulled_visibly_toward_the_pool() -> None:
+    # Many tenants around 0.6; a tiny tenant with 0 of 3 read.
+    prior = fit_beta_prior([(60, 100), (58, 100), (62, 100), (0, 3)])
+    assert prior is not None and prior.strength >= MIN_PRIOR_STRENGTH
+    assert shrunk_estimate(0, 3, prior) >= 0.2
+
+
+def test_prior_counts_as_at_least_two_observations() -> None:
+    # Tenants wildly different: the fitted strength would be below 2 without the floor.
+    prior = fit_beta_prior([(0, 1000), (1000, 1000), (500, 1000)])
+    assert prior is not None
+    assert prior.strength == MIN_PRIOR_STRENGTH
+    assert shrunk_estimate(0, 1, BetaPrior(0.5, 2.0)) == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_nothing_delivered_fits_no_prior() -> None:
+    assert fit_beta_prior([]) is None
+    assert fit_beta_prior([(0, 0)]) is None
