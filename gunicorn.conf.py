@@ -1,7 +1,20 @@
 """gunicorn settings for production and `make run` (override with the environment)."""
 
+import glob
 import multiprocessing
 import os
+import shutil
+import tempfile
+from typing import Any
+
+# Prometheus counts: every worker writes its own to files in this directory, and /metrics
+# (answered by any one worker) sums them all. It must be set before a worker imports
+# prometheus_client, hence here, in the master; an operator may name the directory
+# (PROMETHEUS_MULTIPROC_DIR); otherwise each start gets a fresh one of its own.
+_own_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="engagement-loops-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 # Threads serve I/O-bound requests (each waits on the database); processes use the cores.
@@ -15,3 +28,23 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
 errorlog = "-"
 # Load the app before forking: workers share code pages; each opens its own connections.
 preload_app = False
+
+
+def on_starting(server: Any) -> None:
+    """Counts start at zero with each start of gunicorn: empty a reused metrics directory."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's counts stay (they are part of the totals); its live gauges go."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _own_metrics_dir is not None:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

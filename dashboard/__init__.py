@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,18 +10,7 @@ from flask import Flask
 from htmx_flask import Htmx
 
 from dashboard import config as settings
-
-
-def _configure_logging(app: Flask) -> None:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=level, format="%(asctime)s level=%(levelname)s %(name)s %(message)s"
-        )
-    app.logger.setLevel(level)
-    # Alembic announces each of its plugins at INFO whenever an app is created.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+from dashboard import logs
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -43,7 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         # Debug/testing only (validate() refused production): a per-process key.
         app.config["SECRET_KEY"] = os.urandom(32).hex()
-    _configure_logging(app)
+    logs.configure_logging(app)
 
     from loops import database
 
@@ -54,7 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 
-    from dashboard import cli, errors, health, security
+    from dashboard import cli, errors, health, metrics, security
     from dashboard.api import routes as api
     from dashboard.extensions import csrf, db, login_manager, migrate
     from dashboard.web import admin_rq, auth, views
@@ -71,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_conn.init_app(app)
     errors.init_app(app)
     security.init_app(app)
+    metrics.init_app(app)
     auth.init_app(app)
     Htmx(app)
     admin_rq.init_app(app)
