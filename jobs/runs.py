@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from jobs import constants, settings
 from jobs.exceptions import QueueUnavailable
 from jobs.queue import get_queue
-from loops.database import db
+from loops.database import db, dialect_insert
 from loops.models import ACTIVE_RUN_STATES, Organization, RunState, RunTrigger, TuneRun
 from loops.redis_conn import get_redis, redis_up
 from loops.timeutil import as_utc, iso, utcnow
@@ -25,9 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What the dashboard, the CLI and the scheduler's logs say when Redis refuses a run.
 QUEUE_DOWN_MESSAGE = (
-    "The job queue (Redis) is unreachable, so no run was started. "
-    "Check that Redis is running and try again."
+    "Could not queue the run: Redis (the job queue) is unreachable. Nothing was started; "
+    "try again when Redis is back."
 )
 
 T = TypeVar("T")
@@ -55,10 +55,7 @@ def _insert_ignoring_conflicts() -> Any:
     # The partial unique index uq_tune_runs_one_active_per_org refuses a second
     # queued/running run for a tenant; DO NOTHING turns that refusal into "skip",
     # which is exactly the de-duplication we want, race-free across processes.
-    table = TuneRun.__table__
-    if db.session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+    return dialect_insert(TuneRun.__table__).on_conflict_do_nothing()
 
 
 def _active_runs_by_org(org_ids: Sequence[int]) -> dict[int, TuneRun]:

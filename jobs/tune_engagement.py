@@ -26,13 +26,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 
 from jobs import constants, settings
 from loops import rollup
-from loops.database import db
+from loops.database import db, dialect_insert
 from loops.delivery import PolicySettings, decide_for_tenant
 from loops.models import (
     ACTIVE_RUN_STATES,
@@ -45,7 +44,7 @@ from loops.models import (
     TuneRun,
 )
 from loops.policy_rules import Evidence
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 from loops.stats import fit_beta_prior, shrunk_estimate, wilson_interval
 from loops.timeutil import UTCDateTime, as_utc, utcnow
 
@@ -357,7 +356,7 @@ def _upsert() -> Any:
     stmt = _UPSERTS.get(dialect)
     if stmt is None:
         table = Calibration.__table__
-        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        insert = dialect_insert(table)
         new = insert.excluded
         stmt = insert.on_conflict_do_update(
             index_elements=[table.c.org_id, table.c.key],
@@ -550,7 +549,7 @@ def _tune_claimed(
     def result(state: str, written: int = 0, error: str | None = None) -> TenantResult:
         return _logged(run, state, started, job_id, written, error)
 
-    if not loops_enabled(current_app.config.get("LOOPS_ENABLED")):
+    if not loops_on():
         _finish(run.run_id, RunState.SKIPPED, error=None)
         db.session.commit()
         return result(RunState.SKIPPED.value)
@@ -616,7 +615,7 @@ def _tune_chunk(runs: list[_Run], now: datetime) -> list[TenantResult]:
     claimed = _claim([r.run_id for r in runs])
     mine = [r for r in runs if r.run_id in claimed]
     prepared = None
-    if mine and loops_enabled(current_app.config.get("LOOPS_ENABLED")):
+    if mine and loops_on():
         prepared = _prepare([r.org_id for r in mine], now, settings.lookback_days())
     results = []
     for run in runs:

@@ -1,4 +1,4 @@
-"""Reading calibrations: the read-site contract of the seed's getCalibration."""
+"""Calibrations: their keys and reading them (the read contract of the seed's getCalibration)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,31 @@ from typing import Any
 from sqlalchemy import select
 
 from loops.database import db
-from loops.models import Calibration, Organization
+from loops.models import Calibration
 from loops.timeutil import iso
 
+# A calibration's key is its family's prefix and the feature: engagement-rate:mention.
+RATE_PREFIX = "engagement-rate:"
+RATIO_PREFIX = "engagement-ratio:"
+_FAMILIES = {RATE_PREFIX: "rate", RATIO_PREFIX: "ratio"}
 
-def get_organization(slug: str) -> Organization | None:
-    return db.session.execute(
-        select(Organization).where(Organization.slug == slug)
-    ).scalar_one_or_none()
+
+def rate_key(feature: str) -> str:
+    """ENGAGE signals per day of the feature's notifications."""
+    return f"{RATE_PREFIX}{feature}"
+
+
+def ratio_key(feature: str) -> str:
+    """The fraction of the feature's delivered notifications that were first-read."""
+    return f"{RATIO_PREFIX}{feature}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``engagement-rate:mention`` → ("rate", "mention"); unknown keys → ("other", key)."""
+    for prefix, family in _FAMILIES.items():
+        if key.startswith(prefix):
+            return family, key[len(prefix) :]
+    return "other", key
 
 
 def get_calibration(org_id: int, key: str) -> Calibration | None:

@@ -9,9 +9,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Date, String, bindparam, cast, delete, func, select, tuple_, type_coerce
-from sqlalchemy.dialects import postgresql, sqlite
 
-from loops.database import db
+from loops.database import db, dialect_insert
 from loops.models import LoopSignal, Organization, SignalDailyCount
 from loops.timeutil import UTC
 
@@ -136,8 +135,7 @@ def _upsert() -> Any:
     dialect = _dialect()
     stmt = _UPSERTS.get(dialect)
     if stmt is None:
-        table = SignalDailyCount.__table__
-        insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        insert = dialect_insert(SignalDailyCount.__table__)
         stmt = insert.on_conflict_do_update(
             index_elements=["org_id", "kind", "feature", "day"],
             set_={"count": insert.excluded["count"]},

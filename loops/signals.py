@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import BigInteger, BindParameter, Integer, Select, String, bindparam, select
 from sqlalchemy.sql.dml import Insert
 
 from loops.database import db, dialect_insert
 from loops.models import LoopSignal, OrgMembership, SignalKind
+from loops.settings import loops_enabled
+
+
+def loops_on() -> bool:
+    """The running app's loop switch (LOOPS_ENABLED): signals are recorded and tuning
+    writes only when it is on. Read per call, so a changed config takes effect at once."""
+    return loops_enabled(current_app.config.get("LOOPS_ENABLED"))
 
 
 def primary_org_query(user_id: int | BindParameter[int]) -> Select[int]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dashboard.web import charts, formatting
+from loops.calibrations import rate_key, ratio_key, split_key
 
 
 def test_nice_max_and_ticks() -> None:
@@ -81,9 +83,11 @@ def test_line_chart_axes_and_labels() -> None:
 
 
 def test_formatting_values_and_changes() -> None:
-    assert formatting.split_key("engagement-rate:mention") == ("rate", "mention")
-    assert formatting.split_key("engagement-ratio:a.b") == ("ratio", "a.b")
-    assert formatting.split_key("custom") == ("other", "custom")
+    assert split_key("engagement-rate:mention") == ("rate", "mention")
+    assert split_key("engagement-ratio:a.b") == ("ratio", "a.b")
+    assert split_key("custom") == ("other", "custom")
+    assert split_key(rate_key("a.b")) == ("rate", "a.b")
+    assert split_key(ratio_key("mention")) == ("ratio", "mention")
     assert formatting.format_value("rate", 2.13333) == "2.13/day"
     assert formatting.format_value("ratio", 0.6412) == "64.1%"
     assert formatting.format_value("rate", None) == "—"
@@ -113,3 +117,20 @@ def test_ago_and_durations() -> None:
     assert (
         formatting.state_label("failed") == "failed" and formatting.state_label(None) == "never run"
     )
+
+
+@pytest.mark.parametrize(
+    ("cron", "text"),
+    [
+        ("30 5 * * 1", "every Monday at 05:30 UTC"),
+        ("0 6 * * *", "every day at 06:00 UTC"),
+        ("15 7 * * 1,3,5", "every Monday, Wednesday and Friday at 07:15 UTC"),
+        ("0 6 * * sun,7,6", "every Sunday and Saturday at 06:00 UTC"),
+        ("0 9 * * FRI", "every Friday at 09:00 UTC"),
+        ("*/5 * * * *", "on the cron schedule */5 * * * * (UTC)"),
+        ("0 6 1 * *", "on the cron schedule 0 6 1 * * (UTC)"),
+        ("0 25 * * 1", "on the cron schedule 0 25 * * 1 (UTC)"),
+    ],
+)
+def test_cron_text_says_the_schedule_in_words(cron: str, text: str) -> None:
+    assert formatting.cron_text(cron) == text

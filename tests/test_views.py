@@ -255,6 +255,17 @@ def test_tenant_page_empty_states(viewer: FlaskClient, make: Any) -> None:
     assert "never been tuned" in html
 
 
+def test_empty_states_show_the_configured_schedule(
+    app: Flask, viewer: FlaskClient, make: Any
+) -> None:
+    app.config["TUNE_ENGAGEMENT_CRON"] = "15 6 * * 3"
+    make.org("acme")
+    for path in ("/tenants/acme", "/runs"):
+        html = viewer.get(path).get_data(as_text=True)
+        assert "The tune job runs every Wednesday at 06:15 UTC" in html, path
+        assert "Monday" not in html, path
+
+
 def test_tenant_run_history_shows_errors(viewer: FlaskClient, make: Any) -> None:
     org = make.org("acme")
     add_run(org, "failed", utcnow(), error="division by zero in tenant acme")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -13,9 +13,10 @@ from dashboard.api.openapi import openapi_document
 from dashboard.errors import ApiError
 from dashboard.extensions import csrf, db, limiter
 from loops import notifications
-from loops.calibrations import get_organization, read_payload
+from loops.accounts import find_org
+from loops.calibrations import read_payload
 from loops.models import Role, User
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 from loops.timeutil import utcnow
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -32,10 +33,6 @@ def _api_has_no_limits() -> bool:
 
 MAX_ID = 2**63 - 1
 MAX_USER_ID = 2**31 - 1  # users.id is a 32-bit integer; a larger id names no user
-
-
-def _loops_enabled() -> bool:
-    return loops_enabled(current_app.config.get("LOOPS_ENABLED"))
 
 
 def _notification_id(raw: str) -> int:
@@ -85,7 +82,7 @@ def read_one(raw_id: str) -> ResponseReturnValue:
     except ApiError:
         notification_id = None  # a 404, but only once the token is known to be good
     principal, result = notifications.read_with_token(
-        secret, notification_id, now=utcnow(), loops_enabled=_loops_enabled()
+        secret, notification_id, now=utcnow(), loops_enabled=loops_on()
     )
     if principal is None:
         raise ApiError(401, "Invalid or revoked token.")
@@ -126,7 +123,7 @@ def read_many() -> ResponseReturnValue:
     if ids == []:
         return jsonify({"marked": 0})
     marked = notifications.mark_many_read(
-        current_api_user().id, ids, now=utcnow(), loops_enabled=_loops_enabled()
+        current_api_user().id, ids, now=utcnow(), loops_enabled=loops_on()
     )
     return jsonify({"marked": marked})
 
@@ -207,7 +204,7 @@ def create_notification() -> ResponseReturnValue:
             field="title",
         )
     notification = notifications.create(
-        _recipient(body), feature=feature, title=title, now=utcnow(), loops_enabled=_loops_enabled()
+        _recipient(body), feature=feature, title=title, now=utcnow(), loops_enabled=loops_on()
     )
     return jsonify(notifications.serialize(notification)), 201
 
@@ -217,7 +214,7 @@ def create_notification() -> ResponseReturnValue:
 def calibration(slug: str, key: str) -> ResponseReturnValue:
     if not (_storable(slug) and _storable(key)):
         raise ApiError(404, "Not found.")
-    org = get_organization(slug)
+    org = find_org(slug)
     if org is None:
         raise ApiError(404, "Not found.")
     return jsonify(read_payload(org.id, key))

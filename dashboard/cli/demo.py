@@ -18,6 +18,7 @@ from dashboard.cli.progress import Progress
 from dashboard.cli.progress import progress as cli_progress
 from dashboard.extensions import db
 from loops import rollup
+from loops.accounts import find_org
 from loops.models import (
     LoopSignal,
     Notification,
@@ -95,12 +96,7 @@ class SeedSummary:
 
 
 def already_seeded() -> bool:
-    return (
-        db.session.execute(
-            select(Organization.id).where(Organization.slug == TENANTS[0][0])
-        ).first()
-        is not None
-    )
+    return find_org(TENANTS[0][0]) is not None
 
 
 def _login_user(email: str, password: str, role: Role) -> User:

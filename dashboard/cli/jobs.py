@@ -21,6 +21,7 @@ from dashboard.cli.progress import progress
 from dashboard.extensions import db
 from jobs import settings
 from jobs.exceptions import InvalidSchedule, QueueUnavailable
+from loops.accounts import find_org
 from loops.models import Organization, RunState, RunTrigger, TuneRun
 from loops.timeutil import utcnow
 
@@ -41,13 +42,12 @@ def _who() -> str:
 
 
 def _tenants(slug: str | None) -> list[Organization]:
-    query = select(Organization).order_by(Organization.id)
-    if slug is not None:
-        query = query.where(Organization.slug == slug.strip())
-    orgs = list(db.session.execute(query).scalars())
-    if slug is not None and not orgs:
+    if slug is None:
+        return list(db.session.execute(select(Organization).order_by(Organization.id)).scalars())
+    org = find_org(slug.strip())
+    if org is None:
         raise click.ClickException(f"no tenant with slug {slug.strip()!r}")
-    return orgs
+    return [org]
 
 
 def _fmt(value: float | None) -> str:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, g
+from flask import g
 from redis.exceptions import RedisError
 
-from dashboard.web.formatting import weekday_text
+from dashboard.web.formatting import cron_text, weekday_text
+from jobs import settings as job_settings
 from loops.redis_conn import get_redis, redis_up
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class SystemStatus:
         return out
 
     @property
+    def schedule_text(self) -> str:
+        """The configured cron in words: "every Monday at 05:30 UTC"."""
+        return cron_text(self.cron)
+
+    @property
     def next_run_text(self) -> str:
         if not self.redis_up:
             return "unknown (Redis is unreachable)"
@@ -103,12 +109,12 @@ def collect() -> SystemStatus:
     redis = get_redis()
     up = redis_up(redis)
     status = SystemStatus(
-        loops_enabled=loops_enabled(current_app.config.get("LOOPS_ENABLED")),
+        loops_enabled=loops_on(),
         redis_up=up,
         workers=_probe("workers", worker_count, redis) if up else None,
         scheduler_alive=_probe("scheduler", scheduler_alive, redis) if up else None,
         next_run=_probe("next_run", next_scheduled_run, redis) if up else None,
-        cron=str(current_app.config.get("TUNE_ENGAGEMENT_CRON", "")),
+        cron=job_settings.cron(),
     )
     g.system_status = status
     return status

@@ -7,9 +7,6 @@ from datetime import datetime, timedelta
 from loops.models import RunState
 from loops.timeutil import as_utc
 
-RATE_PREFIX = "engagement-rate:"
-RATIO_PREFIX = "engagement-ratio:"
-
 # One place mapping run states to what people read (STYLE: states mapped to labels once).
 STATE_LABELS: dict[str, str] = {
     RunState.QUEUED.value: "queued",
@@ -22,15 +19,6 @@ STATE_LABELS: dict[str, str] = {
 
 def state_label(state: str | None) -> str:
     return STATE_LABELS.get(state or "", state or "never run")
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """``engagement-rate:mention`` → ("rate", "mention"); unknown keys → ("other", key)."""
-    if key.startswith(RATE_PREFIX):
-        return "rate", key[len(RATE_PREFIX) :]
-    if key.startswith(RATIO_PREFIX):
-        return "ratio", key[len(RATIO_PREFIX) :]
-    return "other", key
 
 
 def format_value(kind: str, value: float | None) -> str:
@@ -114,3 +102,40 @@ def weekday_text(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return as_utc(moment).strftime("%a %-d %b, %H:%M UTC")
+
+
+_DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_DAY_ABBREVIATIONS = {name[:3].lower(): i for i, name in enumerate(_DAY_NAMES)}
+
+
+def _weekday(field: str) -> str | None:
+    """A cron day-of-week (0-7, 0 and 7 both Sunday, or mon…sun) as its name."""
+    text = field.strip().lower()
+    if text.isdigit() and int(text) <= 7:
+        return _DAY_NAMES[int(text) % 7]
+    index = _DAY_ABBREVIATIONS.get(text)
+    return None if index is None else _DAY_NAMES[index]
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def cron_text(cron: str) -> str:
+    """When a cron string (read as UTC) fires, in words: "every Monday at 05:30 UTC".
+
+    The common shapes (a fixed time, daily or on listed weekdays) read as words;
+    anything else is shown as configured.
+    """
+    fields = cron.split()
+    if len(fields) == 5:
+        minute, hour, day, month, weekdays = fields
+        fixed = minute.isdigit() and hour.isdigit() and int(minute) < 60 and int(hour) < 24
+        if fixed and (day, month) == ("*", "*"):
+            at = f"{int(hour):02d}:{int(minute):02d} UTC"
+            if weekdays == "*":
+                return f"every day at {at}"
+            names = [_weekday(part) for part in weekdays.split(",")]
+            if all(names):
+                return f"every {_and(list(dict.fromkeys(n for n in names if n)))} at {at}"
+    return f"on the cron schedule {' '.join(fields)} (UTC)"

@@ -15,6 +15,7 @@ from dashboard.extensions import db
 from dashboard.web import formatting
 from dashboard.web.charts import DELIVER_COLOR, ENGAGE_COLOR, LineChart, line_chart
 from dashboard.web.overview import window
+from loops.calibrations import split_key
 from loops.models import (
     Calibration,
     Organization,
@@ -69,12 +70,6 @@ class TenantPage:
         return self.history[0] if self.history else None
 
 
-def get_org(slug: str) -> Organization | None:
-    return db.session.execute(
-        select(Organization).where(Organization.slug == slug)
-    ).scalar_one_or_none()
-
-
 def parse_range(raw: str | None) -> int:
     try:
         days = int(raw or CHART_RANGES[0])
@@ -107,7 +102,7 @@ def calibration_views(
 ) -> list[CalibrationView]:
     views = []
     for cal in rows:
-        kind, feature = formatting.split_key(cal.key)
+        kind, feature = split_key(cal.key)
         change = formatting.change_pct(cal.value, cal.previous_value)
         views.append(
             CalibrationView(
@@ -217,7 +212,7 @@ def preview_rows(changes: Iterable[Any]) -> list[PreviewRow]:
     """Dry-run changes (jobs.tune_engagement.CalibrationChange) as the page shows them."""
     rows = []
     for c in changes:
-        kind, feature = formatting.split_key(c.key)
+        kind, feature = split_key(c.key)
         pct = formatting.change_pct(c.new_value, c.old_value)
         rows.append(
             PreviewRow(
@@ -275,7 +270,7 @@ def calibrations_csv(rows: Iterable[Calibration]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for cal in rows:
-        kind, feature = formatting.split_key(cal.key)
+        kind, feature = split_key(cal.key)
         writer.writerow(
             [
                 _cell(v)

@@ -9,7 +9,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -24,8 +23,10 @@ from werkzeug.exceptions import HTTPException
 from dashboard.web import banners, formatting, overview, runs_page, tenant_page
 from dashboard.web.auth import admin_required, is_safe_next
 from dashboard.web.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
+from jobs import settings as job_settings
+from loops.accounts import find_org
 from loops.models import Organization, RunTrigger, TuneRun
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 from loops.timeutil import utcnow
 
 bp = Blueprint("views", __name__)
@@ -48,10 +49,6 @@ HTMX_CONFIG = {
         {"code": "...", "swap": False},
     ],
 }
-QUEUE_DOWN_MESSAGE = (
-    "Could not queue the run: Redis (the job queue) is unreachable. Nothing was started; "
-    "try again when Redis is back."
-)
 
 
 @bp.app_context_processor
@@ -91,10 +88,6 @@ def _forget_status(exc: BaseException | None = None) -> None:
     g.pop("system_status", None)
 
 
-def _lookback_days() -> int:
-    return int(current_app.config.get("TUNE_LOOKBACK_DAYS", 30))
-
-
 def _int_arg(name: str, default: int | None = None) -> int | None:
     raw = request.args.get(name, "")
     return int(raw) if raw.isdigit() and len(raw) < 12 else default
@@ -122,7 +115,7 @@ def _wants_partial(target: str) -> bool:
 def index() -> ResponseReturnValue:
     page = overview.load(
         now=utcnow(),
-        days=_lookback_days(),
+        days=job_settings.lookback_days(),
         q=request.args.get("q", ""),
         sort=overview.parse_sort(request.args.get("sort")),
         page=_int_arg("page", 1) or 1,
@@ -179,8 +172,8 @@ def tenant_preview(slug: str) -> ResponseReturnValue:
         "_preview.html",
         org=org,
         changes=changes,
-        days=_lookback_days(),
-        loops_on=loops_enabled(current_app.config.get("LOOPS_ENABLED")),
+        days=job_settings.lookback_days(),
+        loops_on=loops_on(),
     )
 
 
@@ -234,8 +227,8 @@ def tune_rerun_failed() -> ResponseReturnValue:
     cells = _id_list(request.form.get("cells"))
     try:
         started = request_failed_reruns(requested_by=current_user.email)
-    except QueueUnavailable:
-        return _queue_down(None, cells)
+    except QueueUnavailable as exc:
+        return _queue_down(None, cells, str(exc))
     if not started:
         return _answer(
             runs_page.StatusPanel(None, None, [], {}, runs_page.last_runs(cells), error=None),
@@ -272,9 +265,9 @@ def _request(org: Organization | None) -> ResponseReturnValue:
         started = request_runs(
             [org.id] if org else None, trigger=RunTrigger.MANUAL, requested_by=current_user.email
         )
-    except QueueUnavailable:
+    except QueueUnavailable as exc:
         log.warning("event=run_now_refused reason=queue_unavailable tenant=%s", org and org.slug)
-        return _queue_down(org, cells)
+        return _queue_down(org, cells, str(exc))
     log.info(
         "event=run_now tenant=%s runs=%s by=%s",
         org.slug if org else "*",
@@ -307,14 +300,11 @@ def _answer(
     return make_response(html, status)
 
 
-def _queue_down(org: Organization | None, cells: Sequence[int]) -> ResponseReturnValue:
+def _queue_down(
+    org: Organization | None, cells: Sequence[int], message: str
+) -> ResponseReturnValue:
     panel = runs_page.StatusPanel(
-        None,
-        org.id if org else None,
-        [],
-        {},
-        runs_page.last_runs(cells),
-        error=QUEUE_DOWN_MESSAGE,
+        None, org.id if org else None, [], {}, runs_page.last_runs(cells), error=message
     )
     return _answer(panel, cells, status=503)
 
@@ -324,7 +314,7 @@ def _first_active_id() -> int | None:
 
 
 def _org_or_404(slug: str) -> Organization:
-    org = tenant_page.get_org(slug)
+    org = find_org(slug)
     if org is None:
         abort(404)
     return org
