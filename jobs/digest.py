@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import current_app
 from rq import get_current_job
 
 from loops.digest import DigestOutcome, deliver_due
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 from loops.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -24,9 +23,7 @@ def run_digests(
     started = time.perf_counter()
     job = get_current_job()
     try:
-        outcome = deliver_due(
-            now or utcnow(), loops_enabled(current_app.config.get("LOOPS_ENABLED")), progress
-        )
+        outcome = deliver_due(now or utcnow(), loops_on(), progress)
     except Exception:
         log.exception("event=digest_run state=failed job=%s", job.id if job else None)
         raise
