@@ -281,6 +281,7 @@ COLUMNS = {
         "created_at",
         "read_at",
         "first_read_at",
+        "delivered_at",
     ),
     "loop_signals": ("id", "org_id", "kind", "feature", "user_id", "subject_id", "created_at"),
 }
@@ -388,7 +389,16 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
                 cur,
                 "notifications",
                 [
-                    (n, u, f, title, ts_pg(at), ts_pg(r) if r else None, ts_pg(r) if r else None)
+                    (
+                        n,
+                        u,
+                        f,
+                        title,
+                        ts_pg(at),
+                        ts_pg(r) if r else None,
+                        ts_pg(r) if r else None,
+                        ts_pg(at),
+                    )
                     for n, u, f, title, at, r in notes
                 ],
             )
@@ -501,7 +511,7 @@ def generate_sqlite(scale: Scale, path: Path, force: bool) -> bool:
             insert(
                 "notifications",
                 [
-                    (n, u, f, title, ts_sqlite(at), ts_sqlite(r), ts_sqlite(r))
+                    (n, u, f, title, ts_sqlite(at), ts_sqlite(r), ts_sqlite(r), ts_sqlite(at))
                     for n, u, f, title, at, r in notes
                 ],
             )

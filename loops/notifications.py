@@ -12,6 +12,7 @@ from sqlalchemy import BigInteger, Integer, bindparam, func, select, update
 
 from loops import read_fastpath, tokens
 from loops.database import db
+from loops.delivery import Delivery, PolicySettings, plan_delivery
 from loops.models import Notification, SignalKind, User
 from loops.signals import emit_for_subject, emit_many
 from loops.timeutil import UTCDateTime, iso
@@ -56,8 +57,13 @@ RETURNED = (
 )
 
 
+# A notification held for a digest does not exist for its user until it is delivered:
+# not listed, not counted, not readable (404).
+DELIVERED = Notification.delivered_at.is_not(None)
+
+
 def _owned(user_id: int, notification_id: int) -> Any:
-    return (Notification.id == notification_id, Notification.user_id == user_id)
+    return (Notification.id == notification_id, Notification.user_id == user_id, DELIVERED)
 
 
 def _get_owned(user_id: int, notification_id: int) -> Notification | None:
@@ -74,6 +80,7 @@ _RETURNED_COLUMNS = [_notifications.c[c.key] for c in RETURNED]
 _OWNED_BY = (
     _notifications.c.id == bindparam("nid", type_=BigInteger()),
     _notifications.c.user_id == bindparam("uid", type_=Integer()),
+    _notifications.c.delivered_at.is_not(None),
 )
 _FIRST_READ = (
     update(_notifications)
@@ -206,7 +213,7 @@ def mark_many_read(
     single-notification path does: the same primary org, the same exactly-once
     insert, in the same transaction.
     """
-    scope = [Notification.user_id == user_id, Notification.read_at.is_(None)]
+    scope = [Notification.user_id == user_id, Notification.read_at.is_(None), DELIVERED]
     if ids is not None:
         scope.append(Notification.id.in_(ids))
     firsts = db.session.execute(
@@ -237,7 +244,7 @@ def list_for_user(
     user_id: int, *, unread_only: bool, limit: int, before: int | None
 ) -> tuple[list[Notification], int]:
     """The user's notifications, newest first by id, and their unread count."""
-    query = select(Notification).where(Notification.user_id == user_id)
+    query = select(Notification).where(Notification.user_id == user_id, DELIVERED)
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
     if before is not None:
@@ -246,19 +253,44 @@ def list_for_user(
     unread = db.session.execute(
         select(func.count())
         .select_from(Notification)
-        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
+        .where(Notification.user_id == user_id, Notification.read_at.is_(None), DELIVERED)
     ).scalar_one()
     return items, int(unread)
 
 
+@dataclass(frozen=True)
+class Created:
+    notification: Notification
+    delivery: Delivery
+
+
 def create(
-    recipient: User, *, feature: str, title: str, now: datetime, loops_enabled: bool
-) -> Notification:
-    """Create a notification; with loops on, record its DELIVER signal in the same transaction."""
-    notification = Notification(user_id=recipient.id, feature=feature, title=title, created_at=now)
+    recipient: User,
+    *,
+    feature: str,
+    title: str,
+    now: datetime,
+    loops_enabled: bool,
+    policy: PolicySettings | None = None,
+) -> Created:
+    """Create a notification under its tenant's delivery policy.
+
+    Delivered at once (``delivered_at`` = ``created_at``, and with loops on its DELIVER
+    signal in the same transaction), or held for the next digest when the policy
+    says digest, the tenant is enforced and the recipient is not in the holdout.
+    """
+    delivery = plan_delivery(recipient.id, feature, now, policy or PolicySettings(), loops_enabled)
+    notification = Notification(
+        user_id=recipient.id,
+        feature=feature,
+        title=title,
+        created_at=now,
+        delivered_at=None if delivery.held else now,
+        deliver_at=delivery.deliver_at,
+    )
     db.session.add(notification)
     db.session.flush()
-    if loops_enabled:
+    if loops_enabled and not delivery.held:
         emit_for_subject(
             SignalKind.DELIVER,
             user_id=recipient.id,
@@ -267,4 +299,4 @@ def create(
             at=now,
         )
     db.session.commit()
-    return notification
+    return Created(notification, delivery)

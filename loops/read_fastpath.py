@@ -64,6 +64,7 @@ _READ = text(
     WITH first_read AS (
         UPDATE notifications SET read_at = :now, first_read_at = :now
         WHERE id = :nid AND user_id = :uid AND read_at IS NULL AND first_read_at IS NULL
+          AND delivered_at IS NOT NULL
         RETURNING id, feature, title, created_at, read_at
     ), engage AS (
         INSERT INTO loop_signals (org_id, kind, feature, user_id, subject_id, created_at)
@@ -78,7 +79,8 @@ _READ = text(
     SELECT id, feature, title, created_at, read_at, true AS first FROM first_read
     UNION ALL
     SELECT id, feature, title, created_at, read_at, false FROM notifications
-    WHERE id = :nid AND user_id = :uid AND NOT EXISTS (SELECT 1 FROM first_read)
+    WHERE id = :nid AND user_id = :uid AND delivered_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM first_read)
     """
 )
 

@@ -35,6 +35,9 @@ from loops.timeutil import utcnow
 from loops.tokens import create_token
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# A developer's .env (written by `make run`) must not leak into the tests: neither the
+# apps built here nor the `flask`/gunicorn processes they start read it (Flask's switch).
+os.environ["FLASK_SKIP_DOTENV"] = "1"
 TEST_PASSWORD = "correct-horse-battery"
 
 pytest_plugins = ["fixtures.jobs"]
@@ -226,11 +229,13 @@ class Factory:
         created_at: datetime | None = None,
         read_at: datetime | None = None,
     ) -> Notification:
+        created_at = created_at or utcnow()
         n = Notification(
             user_id=user.id,
             feature=feature,
             title=title,
-            created_at=created_at or utcnow(),
+            created_at=created_at,
+            delivered_at=created_at,  # delivered at once, as without a digest policy
             read_at=read_at,
             first_read_at=read_at,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
@@ -12,9 +12,10 @@ from dashboard.api.auth import bearer_secret, current_api_user, token_required
 from dashboard.api.openapi import openapi_document
 from dashboard.errors import ApiError
 from dashboard.extensions import csrf, db, limiter
-from loops import notifications
+from loops import delivery, notifications
 from loops.accounts import find_org
 from loops.calibrations import read_payload
+from loops.delivery import PolicySettings
 from loops.models import Role, User
 from loops.signals import loops_on
 from loops.timeutil import utcnow
@@ -203,10 +204,16 @@ def create_notification() -> ResponseReturnValue:
             "characters, without NUL or unpaired surrogates.",
             field="title",
         )
-    notification = notifications.create(
-        _recipient(body), feature=feature, title=title, now=utcnow(), loops_enabled=loops_on()
+    created = notifications.create(
+        _recipient(body),
+        feature=feature,
+        title=title,
+        now=utcnow(),
+        loops_enabled=loops_on(),
+        policy=PolicySettings.from_config(current_app.config),
     )
-    return jsonify(notifications.serialize(notification)), 201
+    payload = notifications.serialize(created.notification)
+    return jsonify(payload | {"delivery": created.delivery.as_json()}), 201
 
 
 @bp.get("/orgs/<slug>/calibrations/<path:key>")
@@ -218,3 +225,23 @@ def calibration(slug: str, key: str) -> ResponseReturnValue:
     if org is None:
         raise ApiError(404, "Not found.")
     return jsonify(read_payload(org.id, key))
+
+
+@bp.get("/orgs/<slug>/delivery-policy")
+@token_required(Role.VIEWER, Role.ADMIN)
+def delivery_policy(slug: str) -> ResponseReturnValue:
+    if not _storable(slug):
+        raise ApiError(404, "Not found.")
+    org = find_org(slug)
+    if org is None:
+        raise ApiError(404, "Not found.")
+    settings = PolicySettings.from_config(current_app.config)
+    return jsonify(
+        {
+            "org": org.slug,
+            "enforced": bool(org.policy_enforced),
+            "holdout_percent": settings.holdout_percent,
+            "digest_hour_utc": settings.digest_hour_utc,
+            "features": [delivery.policy_json(p) for p in delivery.policies_of(org.id)],
+        }
+    )

@@ -9,7 +9,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from dashboard.cli import accounts, demo, jobs
+    from dashboard.cli import accounts, demo, jobs, policy
 
-    for part in (accounts, jobs, demo):
+    for part in (accounts, jobs, demo, policy):
         part.init_app(app)

@@ -248,6 +248,7 @@ def plan_notifications(
                         "created_at": created,
                         "read_at": read_at,
                         "first_read_at": read_at,
+                        "delivered_at": created,
                     }
                 )
                 org_of.append(org_id)
