@@ -9,7 +9,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from loops.database import db
+from loops.delivery import pin
 from loops.models import Role
+from loops.policy_rules import DeliveryMode
+from loops.timeutil import utcnow
 
 
 @pytest.fixture
@@ -95,6 +99,14 @@ def test_real_responses_match_their_schemas(document, make, api_as, client):
     cal = "/api/v1/orgs/{slug}/calibrations/{key}"
     calls.append((cal, "get", admin_api.get("/api/v1/orgs/acme/calibrations/engagement-rate:x")))
     calls.append((cal, "get", admin_api.get("/api/v1/orgs/none/calibrations/engagement-rate:x")))
+    calls.append((cal, "get", admin_api.get("/api/v1/orgs/acme/calibrations/engagement-ratio:x")))
+    pol = "/api/v1/orgs/{slug}/delivery-policy"
+    calls.append((pol, "get", admin_api.get("/api/v1/orgs/acme/delivery-policy")))
+    calls.append((pol, "get", admin_api.get("/api/v1/orgs/none/delivery-policy")))
+    pin(org, "mention", DeliveryMode.DIGEST, "admin@example.com", utcnow())
+    db.session.commit()
+    calls.append((pol, "get", admin_api.get("/api/v1/orgs/acme/delivery-policy")))
+    calls.append((pol, "get", reader_api.get("/api/v1/orgs/acme/delivery-policy")))
     calls.append(("/healthz", "get", client.get("/healthz")))
 
     for doc_path, method, response in calls:

@@ -40,6 +40,14 @@ NEW_ID_LINKS = {
 }
 
 
+INTERVAL = {
+    "type": "array",
+    "items": {"type": "number", "minimum": 0, "maximum": 1},
+    "minItems": 2,
+    "maxItems": 2,
+}
+
+
 def openapi_document() -> dict[str, Any]:
     timestamp = {"type": "string", "format": "date-time"}
     nullable_timestamp = {"type": ["string", "null"], "format": "date-time"}
@@ -103,6 +111,89 @@ def openapi_document() -> dict[str, Any]:
                         "sample_size": {"type": "integer"},
                         "window_days": {"type": "integer"},
                         "computed_at": nullable_timestamp,
+                        "engaged": {
+                            "type": "integer",
+                            "description": "engagement-ratio keys: delivered notifications "
+                            "first-read (the numerator).",
+                        },
+                        "interval": {
+                            **INTERVAL,
+                            "description": "engagement-ratio keys: the 95% Wilson score "
+                            "interval of engaged / sample_size ([0, 1] when sample_size is 0).",
+                        },
+                        "estimate": {
+                            "type": ["number", "null"],
+                            "description": "engagement-ratio keys: the ratio shrunk toward "
+                            "the feature's pooled ratio across tenants (empirical Bayes).",
+                        },
+                    },
+                },
+                "Delivery": {
+                    "type": "object",
+                    "required": ["mode", "deliver_at", "shadow", "holdout"],
+                    "properties": {
+                        "mode": {"enum": ["immediate", "digest"]},
+                        "deliver_at": {
+                            **nullable_timestamp,
+                            "description": "Set when the notification is held for a digest.",
+                        },
+                        "shadow": {"type": "boolean"},
+                        "holdout": {"type": "boolean"},
+                    },
+                },
+                "CreatedNotification": {
+                    "allOf": [
+                        _ref("Notification"),
+                        {
+                            "type": "object",
+                            "required": ["delivery"],
+                            "properties": {"delivery": _ref("Delivery")},
+                        },
+                    ]
+                },
+                "DeliveryPolicy": {
+                    "type": "object",
+                    "required": [
+                        "org",
+                        "enforced",
+                        "holdout_percent",
+                        "digest_hour_utc",
+                        "features",
+                    ],
+                    "properties": {
+                        "org": {"type": "string"},
+                        "enforced": {"type": "boolean"},
+                        "holdout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                        "digest_hour_utc": {"type": "integer", "minimum": 0, "maximum": 23},
+                        "features": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "feature",
+                                    "mode",
+                                    "pinned",
+                                    "reason",
+                                    "ratio",
+                                    "interval",
+                                    "sample_size",
+                                    "decided_at",
+                                ],
+                                "properties": {
+                                    "feature": {"type": "string"},
+                                    "mode": {"enum": ["immediate", "digest"]},
+                                    "pinned": {"type": "boolean"},
+                                    "pinned_by": {"type": ["string", "null"]},
+                                    "pinned_at": nullable_timestamp,
+                                    "reason": {"type": "string"},
+                                    "ratio": {"type": ["number", "null"]},
+                                    "interval": INTERVAL,
+                                    "sample_size": {"type": "integer"},
+                                    "decided_at": timestamp,
+                                    "mode_since": timestamp,
+                                },
+                            },
+                        },
                     },
                 },
             },
@@ -170,7 +261,11 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _json(_ref("Notification"), "Created.") | {"links": NEW_ID_LINKS},
+                        "201": _json(
+                            _ref("CreatedNotification"),
+                            "Created; `delivery` says whether it was delivered or held.",
+                        )
+                        | {"links": NEW_ID_LINKS},
                         "400": _error("A field is invalid or names no user; `field` says which."),
                         **ERRORS_AUTH,
                         "403": _error("The token's user is not an admin."),
@@ -257,6 +352,21 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json(
                             _ref("Calibration"), "The calibration (value null if none yet)."
                         ),
+                        **ERRORS_AUTH,
+                        "403": _error("The token's user is neither viewer nor admin."),
+                        "404": _error("No such tenant."),
+                    },
+                },
+            },
+            "/api/v1/orgs/{slug}/delivery-policy": {
+                "parameters": [
+                    {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "get": {
+                    "operationId": "getDeliveryPolicy",
+                    "summary": "How a tenant's notifications of each feature are delivered.",
+                    "responses": {
+                        "200": _json(_ref("DeliveryPolicy"), "The tenant's delivery policy."),
                         **ERRORS_AUTH,
                         "403": _error("The token's user is neither viewer nor admin."),
                         "404": _error("No such tenant."),
