@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from flask import current_app
 from rq import get_current_job
 
 from loops.digest import DigestOutcome, deliver_due
@@ -23,7 +24,7 @@ def run_digests(
     started = time.perf_counter()
     job = get_current_job()
     try:
-        outcome = deliver_due(now or utcnow(), loops_on(), progress)
+        outcome = deliver_due(now or utcnow(), loops_on(), progress, _test_pause())
     except Exception:
         log.exception("event=digest_run state=failed job=%s", job.id if job else None)
         raise
@@ -35,6 +36,20 @@ def run_digests(
         job.id if job else None,
     )
     return outcome
+
+
+def _test_pause() -> Callable[[], None] | None:
+    """TEST-ONLY (DIGEST_TEST_DELAY_S): stall each digest with its items claimed, uncommitted,
+    so a test can kill the process mid-digest or race two of them."""
+    delay = float(current_app.config.get("DIGEST_TEST_DELAY_S") or 0.0)
+    if delay <= 0:
+        return None
+
+    def pause() -> None:
+        log.warning("event=digest_test_pause seconds=%s", delay)
+        time.sleep(delay)
+
+    return pause
 
 
 def deliver_due_digests() -> dict[str, int]:

@@ -58,10 +58,16 @@ def due_groups(now: datetime, limit: int = 1000) -> list[tuple[int, datetime]]:
     return [(int(u), d) for u, d in rows if d is not None]
 
 
-def deliver_group(user_id: int, due: datetime, now: datetime, loops_enabled: bool) -> int:
+def deliver_group(
+    user_id: int,
+    due: datetime,
+    now: datetime,
+    loops_enabled: bool,
+    before_commit: Callable[[], None] | None = None,
+) -> int:
     """Deliver one user's items due at ``due`` as one digest; the number released (0: none left).
 
-    One transaction, committed here.
+    One transaction, committed here (``before_commit`` runs just before: a test hook).
     """
     claimed = db.session.execute(
         update(Notification)
@@ -102,6 +108,8 @@ def deliver_group(user_id: int, due: datetime, now: datetime, loops_enabled: boo
             emit_for_subject(
                 SignalKind.DELIVER, user_id=user_id, subject_id=subject_id, feature=feature, at=now
             )
+    if before_commit is not None:
+        before_commit()
     db.session.commit()
     return len(items)
 
@@ -110,6 +118,7 @@ def deliver_due(
     now: datetime,
     loops_enabled: bool,
     progress: Callable[[int, int], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> DigestOutcome:
     """Deliver every held notification due by ``now``: one digest per user and due time.
 
@@ -120,7 +129,7 @@ def deliver_due(
     digests = items = 0
     while groups:
         for done, (user_id, due) in enumerate(groups, start=1):
-            released = deliver_group(user_id, due, now, loops_enabled)
+            released = deliver_group(user_id, due, now, loops_enabled, before_commit)
             if released:
                 digests += 1
                 items += released
