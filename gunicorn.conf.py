@@ -26,6 +26,10 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", None)
 errorlog = "-"
+# Which proxies' X-Forwarded-* headers to believe is the app's decision alone
+# (TRUSTED_PROXY_COUNT, applied with werkzeug's ProxyFix): gunicorn believes none, not
+# even loopback's, so a forged X-Forwarded-Proto changes nothing when no proxy is trusted.
+forwarded_allow_ips = ""
 # Load the app before forking: workers share code pages; each opens its own connections.
 preload_app = False
 

@@ -1,4 +1,5 @@
-"""Security headers on every response, early 413 for big bodies, secrets redacted from logs."""
+"""Security headers on every response, proxies trusted as configured, early 413 for big
+bodies, secrets redacted from logs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import BadRequest, NotFound, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 # No inline script or style, no external origin: htmx, the charts and the pages'
 # own scripts are files under /static.
@@ -34,6 +36,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+
+# Browsers that reached us over HTTPS keep to HTTPS for a year.
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
 REDACTED = "[REDACTED]"
 _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -157,11 +162,31 @@ def _add_headers(response: Response) -> Response:
     )
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if request.is_secure:
+        # Only on HTTPS answers: over plain HTTP the header is ignored, and a wrong one
+        # would lock browsers out of a site that has no certificate.
+        response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     return response
+
+
+def trust_proxies(app: Flask, count: int) -> None:
+    """Believe the last ``count`` hops of X-Forwarded-For/-Proto/-Host/-Port, no more.
+
+    Then the client's address (login throttling, the loopback check of /metrics)
+    and scheme (Secure cookies, redirects, HSTS) are the ones the outermost
+    trusted proxy saw. Without proxies (0) the headers are ignored: anyone can
+    send them, and believing a forged X-Forwarded-For would let a client pick
+    its own address.
+    """
+    if count > 0:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count
+        )
 
 
 def init_app(app: Flask) -> None:
     install_log_redaction()
+    trust_proxies(app, int(app.config.get("TRUSTED_PROXY_COUNT") or 0))
     # First of all before-request hooks: nothing (CSRF, rate limits, auth) reads a
     # body that is going to be refused.
     hooks = app.before_request_funcs.setdefault(None, [])
