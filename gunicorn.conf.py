@@ -30,7 +30,8 @@ errorlog = "-"
 # (TRUSTED_PROXY_COUNT, applied with werkzeug's ProxyFix): gunicorn believes none, not
 # even loopback's, so a forged X-Forwarded-Proto changes nothing when no proxy is trusted.
 forwarded_allow_ips = ""
-# Load the app before forking: workers share code pages; each opens its own connections.
+# Each worker loads the app itself, after the fork: nothing the app makes as it loads
+# (database pools, Redis clients, the health probe's thread) is shared across a fork.
 preload_app = False
 
 

@@ -21,15 +21,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         template_folder="../templates",
         static_folder="../static",
     )
-    app.config.from_mapping(settings.from_environment(settings.current_env(), app.instance_path))
-    if config:
-        app.config.from_mapping(config)
-    app.config["SQLALCHEMY_DATABASE_URI"] = settings.normalise_database_url(
-        app.config["SQLALCHEMY_DATABASE_URI"]
-    )
-    settings.validate(app.config)
+    # Read once, here: the environment over .env, the caller's config over both. The
+    # typed values go to app.config under their variables' names.
+    loaded = settings.read_settings(config)
+    app.config.from_mapping(config or {})
+    app.config.from_mapping(settings.flask_config(loaded, app.instance_path))
+    app.extensions["settings"] = loaded
+    relaxed = bool(app.config.get("TESTING") or app.config.get("DEBUG"))
+    settings.require_secret_key(loaded, relaxed=relaxed)
     if not app.config.get("SECRET_KEY"):
-        # Debug/testing only (validate() refused production): a per-process key.
+        # Debug/testing only (production was refused above): a per-process key.
         app.config["SECRET_KEY"] = os.urandom(32).hex()
     logs.configure_logging(app)
 

@@ -1,77 +1,78 @@
-"""Settings read from the environment (SPEC §3), resolved once inside create_app."""
+"""Settings in Flask: read once in create_app (environment over `.env`), put in app.config."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_TUNE_CRON = "30 5 * * 1"
-DEFAULT_LOOKBACK_DAYS = 30
+import dotenv
+from flask.helpers import get_debug_flag, get_load_dotenv
 
+from loops.settings import ConfigError, Settings, normalise_database_url
 
-class ConfigError(RuntimeError):
-    """The environment does not describe a runnable app; the message names the variable."""
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "check_environment",
+    "dotenv_files",
+    "flask_config",
+    "normalise_database_url",
+    "read_settings",
+    "require_secret_key",
+    "sqlite_default_url",
+]
+
+# Settings whose app.config key is a library's own name rather than the variable's.
+_CONFIG_KEYS = {"DATABASE_URL": "SQLALCHEMY_DATABASE_URI"}
 
 
 def sqlite_default_url(instance_path: str) -> str:
     return "sqlite:///" + str(Path(instance_path) / "engagement.db")
 
 
-def normalise_database_url(url: str) -> str:
-    """Accept the common ``postgres://`` / ``postgresql://`` spellings and use psycopg 3."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
+def dotenv_files() -> tuple[Path, ...]:
+    """The files the ``flask`` command loads, found as it finds them; ``.env`` wins.
+
+    ``FLASK_SKIP_DOTENV=1`` skips them, as it does for the ``flask`` command. Under
+    that command the values are already in the environment; under gunicorn this is
+    what reads them.
+    """
+    if not get_load_dotenv():
+        return ()
+    found = (dotenv.find_dotenv(name, usecwd=True) for name in (".flaskenv", ".env"))
+    return tuple(Path(path) for path in found if path)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
+def read_settings(config: Mapping[str, Any] | None = None) -> Settings:
+    """The environment over the dotenv files; entries of ``config`` (app.config keys) win."""
+    by_key = {_CONFIG_KEYS.get(name, name): name for name in Settings.model_fields}
+    overrides = {by_key[key]: value for key, value in (config or {}).items() if key in by_key}
+    return Settings.load(overrides, dotenv_files())
 
 
-def from_environment(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
-    """Translate environment variables into Flask config keys."""
-    database_url = normalise_database_url(
-        env.get("DATABASE_URL") or sqlite_default_url(instance_path)
-    )
-    return {
-        "SECRET_KEY": env.get("SECRET_KEY") or None,
-        "SQLALCHEMY_DATABASE_URI": database_url,
-        "REDIS_URL": env.get("REDIS_URL") or DEFAULT_REDIS_URL,
-        # Read as a raw string: loops_enabled() is evaluated per request/job so a
-        # test or a restarted process honours the current value.
-        "LOOPS_ENABLED": env.get("LOOPS_ENABLED", "false"),
-        "TUNE_ENGAGEMENT_CRON": env.get("TUNE_ENGAGEMENT_CRON") or DEFAULT_TUNE_CRON,
-        "TUNE_LOOKBACK_DAYS": _int(env, "TUNE_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS),
-        "TUNE_JOB_TIMEOUT": _int(env, "TUNE_JOB_TIMEOUT", 1800),
-        "RQ_QUEUE": env.get("RQ_QUEUE") or "engagement",
-        "DB_STATEMENT_TIMEOUT_MS": _int(env, "DB_STATEMENT_TIMEOUT_MS", 30_000),
-        "DB_CONNECT_TIMEOUT_S": _int(env, "DB_CONNECT_TIMEOUT_S", 5),
-        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024),
-    }
+def require_secret_key(settings: Settings, relaxed: bool) -> None:
+    """Refuse to start in production without a secret to sign sessions with.
 
-
-def validate(config: Mapping[str, Any]) -> None:
-    """Refuse to start in production without the secrets it needs."""
-    relaxed = config.get("TESTING") or config.get("DEBUG")
-    if not config.get("SECRET_KEY") and not relaxed:
+    ``relaxed``: testing, or Flask's debug mode (``FLASK_DEBUG``, read by Flask itself).
+    """
+    if not settings.SECRET_KEY and not relaxed:
         raise ConfigError(
-            "SECRET_KEY is not set: set the SECRET_KEY environment variable "
-            "(or FLASK_DEBUG=1 for local development)"
+            "SECRET_KEY is not set: set the SECRET_KEY environment variable (or put it "
+            "in .env), or FLASK_DEBUG=1 for local development"
         )
 
 
-def current_env() -> Mapping[str, str]:
-    return os.environ
+def flask_config(settings: Settings, instance_path: str) -> dict[str, Any]:
+    """app.config entries: each setting under its variable's name, typed."""
+    values = settings.model_dump()
+    url = values.pop("DATABASE_URL") or sqlite_default_url(instance_path)
+    values[_CONFIG_KEYS["DATABASE_URL"]] = url
+    return values
+
+
+def check_environment() -> Settings:
+    """The checks create_app makes, for a process that starts the app later (gunicorn)."""
+    settings = read_settings()
+    require_secret_key(settings, relaxed=get_debug_flag())
+    return settings

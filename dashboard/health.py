@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as ProbeTimeout
 
@@ -19,7 +18,6 @@ bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
 
 
-DEFAULT_DB_TIMEOUT_S = 3.0
 # A frozen database server (a stopped process, a black-holed network) accepts the
 # bytes and never answers, and no client-side timeout covers an established
 # connection. The probe runs beside the request so /healthz still says "down" within
@@ -33,11 +31,7 @@ def _probe(app: Flask) -> None:
 
 
 def database_up() -> bool:
-    timeout = float(
-        current_app.config.get("HEALTHZ_DB_TIMEOUT_S")
-        or os.environ.get("HEALTHZ_DB_TIMEOUT_S")
-        or DEFAULT_DB_TIMEOUT_S
-    )
+    timeout: float = current_app.config["HEALTHZ_DB_TIMEOUT_S"]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         _probes.submit(_probe, app).result(timeout=timeout)

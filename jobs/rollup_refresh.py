@@ -13,10 +13,9 @@ from loops import rollup
 log = logging.getLogger(__name__)
 
 DUE_KEY = "engagement-loops:rollup:due"
-DEFAULT_INTERVAL_S = 300
 
 
-def refresh_if_due(redis: Redis, now: datetime, interval_s: int = DEFAULT_INTERVAL_S) -> bool:
+def refresh_if_due(redis: Redis, now: datetime, interval_s: int) -> bool:
     """Recount recent days for every tenant unless another process did in the last interval.
 
     Called from every worker's sweep loop; a Redis key set with NX and a TTL makes it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
@@ -35,20 +36,21 @@ def dialect_insert(table: Table) -> postgresql.Insert | sqlite.Insert:
     raise RuntimeError(f"unsupported database dialect {dialect!r}")
 
 
-def engine_options(url: str, config: dict[str, Any]) -> dict[str, Any]:
+def engine_options(url: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Engine keyword arguments from the app's typed settings (``DB_POOL_SIZE`` …)."""
     if url.startswith("sqlite"):
         # Many threads/processes share one file: wait for the write lock instead
         # of failing with "database is locked".
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    statement_timeout = int(config.get("DB_STATEMENT_TIMEOUT_MS", 30_000))
+    statement_timeout = config["DB_STATEMENT_TIMEOUT_MS"]
     return {
         "pool_pre_ping": True,  # recover by itself after a database restart
-        "pool_size": int(config.get("DB_POOL_SIZE", 10)),
-        "max_overflow": int(config.get("DB_MAX_OVERFLOW", 20)),
+        "pool_size": config["DB_POOL_SIZE"],
+        "max_overflow": config["DB_MAX_OVERFLOW"],
         "pool_timeout": 10,
         "pool_recycle": 1800,
         "connect_args": {
-            "connect_timeout": int(config.get("DB_CONNECT_TIMEOUT_S", 5)),
+            "connect_timeout": config["DB_CONNECT_TIMEOUT_S"],
             # Every timestamp computed in SQL (date(), day buckets) is UTC.
             "options": f"-c timezone=UTC -c statement_timeout={statement_timeout}",
         },

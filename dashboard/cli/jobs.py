@@ -178,7 +178,7 @@ def rq_worker(burst: bool, name: str | None, max_jobs: int | None) -> None:
     from jobs.worker import AppWorker
 
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    level = app.config["LOG_LEVEL"]
     while True:
         connection = _wait_for_redis(app.config["REDIS_URL"])
         worker = AppWorker(

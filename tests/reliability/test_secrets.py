@@ -30,12 +30,30 @@ def test_create_app_refuses_production_without_secret_key(
         create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
 
 
-def test_gunicorn_refuses_to_boot_without_secret_key(tmp_path: Any) -> None:
-    env = {
+NO_SECRET_KEY = (
+    "error: SECRET_KEY is not set: set the SECRET_KEY environment variable (or put it in "
+    ".env), or FLASK_DEBUG=1 for local development"
+)
+
+
+def _env_without_secret(tmp_path: Any) -> dict[str, str]:
+    return {
         "PATH": "/usr/bin:/bin",
         "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
         "WEB_CONCURRENCY": "1",
+        # A developer's .env may well hold a SECRET_KEY.
+        "FLASK_SKIP_DOTENV": "1",
     }
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_gunicorn_refuses_to_boot_without_secret_key(tmp_path: Any) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -48,13 +66,27 @@ def test_gunicorn_refuses_to_boot_without_secret_key(tmp_path: Any) -> None:
             "wsgi:app",
         ],
         cwd=ROOT,
-        env=env,
+        env=_env_without_secret(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
-    assert "SECRET_KEY" in result.stdout + result.stderr
+    assert _one_line(result) == NO_SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    "args", [["routes"], ["tokens", "create", "ana@example.com"], ["db", "upgrade"]]
+)
+def test_flask_commands_refuse_to_start_without_secret_key(tmp_path: Any, args: list[str]) -> None:
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=_env_without_secret(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert _one_line(result) == NO_SECRET_KEY
 
 
 def test_log_records_are_redacted_whatever_the_logger(
