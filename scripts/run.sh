@@ -3,20 +3,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-export FLASK_APP=wsgi
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-export LOOPS_ENABLED="${LOOPS_ENABLED:-true}"
 export PORT="${PORT:-5000}"
 export TZ=UTC
 mkdir -p instance
 
-# A stable secret for local sessions, created once and kept out of git.
-if [ -z "${SECRET_KEY:-}" ]; then
-  [ -s instance/dev-secret-key ] || "$BIN/python" -c 'import secrets; print(secrets.token_hex(32))' > instance/dev-secret-key
-  SECRET_KEY="$(cat instance/dev-secret-key)"
-  export SECRET_KEY
+# Local settings live in .env (git-ignored): every `flask` command and the app itself
+# read it, environment variables win over it. Written once, so that a `flask …`
+# typed in another shell finds the same SECRET_KEY and database.
+new_secret() { "$BIN/python" -c 'import secrets; print(secrets.token_hex(32))'; }
+if [ ! -e .env ]; then
+  cat > .env <<ENV
+# Local settings written by \`make run\` (git-ignored); environment variables win.
+# Every variable is described in README.md, "Configuration".
+FLASK_APP=wsgi
+SECRET_KEY=$(new_secret)
+LOOPS_ENABLED=true
+ENV
+  echo "Wrote .env: FLASK_APP=wsgi, a generated SECRET_KEY, LOOPS_ENABLED=true"
+elif [ -z "${SECRET_KEY:-}" ] && ! grep -q '^[[:space:]]*\(export[[:space:]]\+\)\?SECRET_KEY=.' .env; then
+  printf '\n# Added by `make run`: a generated key for local sessions.\nSECRET_KEY=%s\n' \
+    "$(new_secret)" >> .env
+  echo "Added a generated SECRET_KEY to .env"
 fi
 
+# Also checks every setting: a bad one stops here with one line naming it.
+"$BIN/flask" db upgrade
+
+REDIS_URL="$("$BIN/python" -c 'from dashboard.config import read_settings; print(read_settings().REDIS_URL)')"
 if ! "$BIN/python" -c "import redis,sys; redis.Redis.from_url('$REDIS_URL', socket_connect_timeout=1).ping()" 2>/dev/null; then
   port="$("$BIN/python" -c "from urllib.parse import urlparse; print(urlparse('$REDIS_URL').port or 6379)")"
   echo "Starting a local redis-server on port $port ..."
@@ -25,7 +38,6 @@ if ! "$BIN/python" -c "import redis,sys; redis.Redis.from_url('$REDIS_URL', sock
   sleep 0.5
 fi
 
-"$BIN/flask" db upgrade
 "$BIN/flask" demo seed
 
 cat <<MSG
@@ -37,4 +49,5 @@ cat <<MSG
   API token for a demo member:  $BIN/flask tokens create ana.0@acme.example.com
 
 MSG
-exec "$BIN/honcho" start -f Procfile.dev
+# The processes read .env themselves, environment first; honcho would let .env win.
+exec "$BIN/honcho" start -f Procfile.dev --env /dev/null
