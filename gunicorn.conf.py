@@ -30,19 +30,26 @@ errorlog = "-"
 # (TRUSTED_PROXY_COUNT, applied with werkzeug's ProxyFix): gunicorn believes none, not
 # even loopback's, so a forged X-Forwarded-Proto changes nothing when no proxy is trusted.
 forwarded_allow_ips = ""
-# Each worker loads the app itself, after the fork: nothing the app makes as it loads
-# (database pools, Redis clients, the health probe's thread) is shared across a fork.
-# Bad settings still stop the master at once (check_environment below).
+if os.environ.get("LOG_FORMAT") == "json":
+    # gunicorn's own lines (start, workers, access log) as JSON too, like the app's.
+    logconfig_dict = {
+        # The app installs its own root handler (dashboard.logs), in the same format.
+        "root": {"level": "INFO", "handlers": []},
+        "formatters": {"json": {"()": "dashboard.logs.KeyValueJsonFormatter"}},
+        "handlers": {
+            "json_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {
+            name: {"level": "INFO", "handlers": ["json_console"], "propagate": False}
+            for name in ("gunicorn.error", "gunicorn.access")
+        },
+    }
+# Load the app before forking: workers share code pages; each opens its own connections.
 preload_app = False
-
-# Bad settings stop gunicorn here, in the master, with one line naming the variable and
-# exit status 1: a worker that fails to load the app would only be forked again.
-from dashboard.config import ConfigError, check_environment  # noqa: E402
-
-try:
-    check_environment()
-except ConfigError as exc:
-    raise SystemExit(f"error: {exc}") from None
 
 
 def on_starting(server: Any) -> None:
