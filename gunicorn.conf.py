@@ -48,8 +48,19 @@ if os.environ.get("LOG_FORMAT") == "json":
             for name in ("gunicorn.error", "gunicorn.access")
         },
     }
-# Load the app before forking: workers share code pages; each opens its own connections.
+# Each worker loads the app itself, after the fork: nothing the app makes as it loads
+# (database pools, Redis clients, the health probe's thread) is shared across a fork.
+# Bad settings still stop the master at once (check_environment below).
 preload_app = False
+
+# Bad settings stop gunicorn here, in the master, with one line naming the variable and
+# exit status 1: a worker that fails to load the app would only be forked again.
+from dashboard.config import ConfigError, check_environment  # noqa: E402
+
+try:
+    check_environment()
+except ConfigError as exc:
+    raise SystemExit(f"error: {exc}") from None
 
 
 def on_starting(server: Any) -> None:
