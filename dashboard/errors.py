@@ -1,11 +1,13 @@
-"""Error responses: JSON under /api (and /healthz), never an HTML page or a stack trace."""
+"""Error responses: JSON under /api (and /healthz), HTML pages in the app's layout elsewhere;
+never a stack trace."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, render_template, request
+from flask_login import AnonymousUserMixin
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -46,6 +48,45 @@ def json_error(status: int, message: str, code: str | None = None, **extra: Any)
     return response
 
 
+# The dashboard's own words for the failures it cannot recover from in a page.
+ERROR_PAGES = {
+    500: (
+        "Something went wrong",
+        "The error was logged. Try again; if it keeps happening, tell whoever runs this "
+        "dashboard (the log line says event=unhandled_error).",
+    ),
+    503: (
+        "Temporarily unavailable",
+        "The database is unavailable; retry shortly. The page comes back by itself once it "
+        "answers again.",
+    ),
+}
+
+
+def html_error(status: int, *, database_down: bool = False) -> Response:
+    """An error page in the app's layout, rendered without touching what just failed.
+
+    With the database down, the page is drawn as for a signed-out visitor: the
+    layout's user, navigation and banners would each query it again. If even
+    that rendering fails, plain text.
+    """
+    title, text = ERROR_PAGES.get(status, ERROR_PAGES[500])
+    attempts = [database_down, True] if not database_down else [True]
+    for anonymous in attempts:
+        if anonymous:
+            g._login_user = AnonymousUserMixin()  # flask-login's current user, loaded no more
+        try:
+            page = render_template("error.html", code=status, title=title, text=text)
+        except Exception:
+            log.exception("event=error_page_failed status=%s anonymous=%s", status, anonymous)
+            from loops.database import discard_session
+
+            discard_session()
+            continue
+        return Response(page, status, mimetype="text/html")
+    return Response(f"{title}. {text}", status, mimetype="text/plain")
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
 
@@ -64,6 +105,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http(exc: HTTPException) -> Any:
         if not wants_json():
+            if exc.code in ERROR_PAGES:
+                return html_error(exc.code)
             return exc
         status = exc.code or 500
         message = exc.description or exc.name
@@ -90,10 +133,8 @@ def init_app(app: Flask) -> None:
             )
             if wants_json():
                 return json_error(503, "The database is unavailable; retry shortly.")
-            return Response(
-                "The database is unavailable; retry shortly.", 503, mimetype="text/plain"
-            )
+            return html_error(503, database_down=True)
         log.exception("event=unhandled_error path=%s", request.path)
         if wants_json():
             return json_error(500, "Internal server error.")
-        return Response("Internal server error.", 500, mimetype="text/plain")
+        return html_error(500)
