@@ -32,7 +32,6 @@ AGGREGATE_WORK_MEM = "64MB"
 # TUNE_BATCH_SIZE are settings: defaults and reasoning in loops/settings.py.
 DEFAULT_SCHEDULER_INTERVAL_S = 15
 
-ABANDONED = "abandoned"
 ERROR_MAX_CHARS = 2000
 
 # Results of finished jobs are only for operators (the tune_runs row is the record).

@@ -11,9 +11,5 @@ class QueueUnavailable(TuneError):
     """Redis (the job queue) is unreachable, so nothing could be enqueued."""
 
 
-class UnknownTenant(TuneError):
-    """A tenant slug or id that does not exist."""
-
-
 class InvalidSchedule(TuneError):
     """The configured cron string cannot be parsed."""

@@ -219,18 +219,6 @@ def request_failed_reruns(*, requested_by: str | None) -> list[TuneRun]:
     return request_runs(org_ids, trigger=RunTrigger.MANUAL, requested_by=requested_by)
 
 
-def active_runs(org_ids: list[int] | None = None) -> list[TuneRun]:
-    """Queued or running runs, oldest first (optionally only these tenants')."""
-    query = select(TuneRun).where(TuneRun.state.in_(ACTIVE_RUN_STATES))
-    if org_ids is not None:
-        query = query.where(TuneRun.org_id.in_(org_ids))
-    return list(
-        db.session.execute(
-            query.order_by(TuneRun.id).execution_options(populate_existing=True)
-        ).scalars()
-    )
-
-
 def _fail(run_ids: Sequence[int], reason: str, now: datetime, *conditions: Any) -> list[int]:
     failed: list[int] = []
     for chunk in _chunks(run_ids, 500):

@@ -70,7 +70,7 @@ def _positive_finite_pair(a: Number, b: Number) -> tuple[float, float] | None:
 def compute_engagement_scale(count: Number, days: Number) -> float:
     """Signals per day: ``count / days`` rounded to 4 decimals.
 
-    0.0 for days <= 0, count <= 0, or any non-finite input (SPEC §6). Pure.
+    0.0 for days <= 0, count <= 0, or any non-finite input. Pure.
     """
     pair = _positive_finite_pair(count, days)
     if pair is None:

@@ -17,16 +17,6 @@ RATIO_PREFIX = "engagement-ratio:"
 _FAMILIES = {RATE_PREFIX: "rate", RATIO_PREFIX: "ratio"}
 
 
-def rate_key(feature: str) -> str:
-    """ENGAGE signals per day of the feature's notifications."""
-    return f"{RATE_PREFIX}{feature}"
-
-
-def ratio_key(feature: str) -> str:
-    """The fraction of the feature's delivered notifications that were first-read."""
-    return f"{RATIO_PREFIX}{feature}"
-
-
 def split_key(key: str) -> tuple[str, str]:
     """``engagement-rate:mention`` → ("rate", "mention"); unknown keys → ("other", key)."""
     for prefix, family in _FAMILIES.items():

@@ -1,4 +1,4 @@
-"""The data model (SPEC §4). Table names are part of the product contract."""
+"""The data model. Table names are part of the product contract: operators query them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The notifications API (SPEC §5): first-read guard, attribution, errors."""
+"""The notifications API: first-read guard, attribution, bulk reads, listing, creation, errors."""
 
 from __future__ import annotations
 

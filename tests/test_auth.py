@@ -103,13 +103,19 @@ def test_cookies_are_secure_over_https(app: Flask, make: Any) -> None:
     token = csrf_token(client)
     response = client.post(
         "/login",
-        data={"email": user.email, "password": "correct-horse-battery", "csrf_token": token},
+        data={
+            "email": user.email,
+            "password": "correct-horse-battery",
+            "csrf_token": token,
+            "remember": "1",
+        },
         base_url="https://localhost",
         headers={"Referer": "https://localhost/login"},  # Flask-WTF's strict HTTPS check
     )
     assert response.status_code == 302
     cookies = response.headers.getlist("Set-Cookie")
-    assert cookies
+    # flask-login sets the remember-me cookie in a hook of its own: that one too.
+    assert any(c.startswith("remember_token=") for c in cookies)
     assert all("Secure" in c for c in cookies)
 
 

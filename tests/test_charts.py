@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dashboard.web import charts, formatting
-from loops.calibrations import rate_key, ratio_key, split_key
+from loops.calibrations import split_key
 
 
 def test_nice_max_and_ticks() -> None:
@@ -86,8 +86,6 @@ def test_formatting_values_and_changes() -> None:
     assert split_key("engagement-rate:mention") == ("rate", "mention")
     assert split_key("engagement-ratio:a.b") == ("ratio", "a.b")
     assert split_key("custom") == ("other", "custom")
-    assert split_key(rate_key("a.b")) == ("rate", "a.b")
-    assert split_key(ratio_key("mention")) == ("ratio", "mention")
     assert formatting.format_value("rate", 2.13333) == "2.13/day"
     assert formatting.format_value("ratio", 0.6412) == "64.1%"
     assert formatting.format_value("rate", None) == "—"

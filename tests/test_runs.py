@@ -14,7 +14,6 @@ from sqlalchemy import func, select, update
 from jobs import runs as tune_runs
 from jobs.exceptions import QueueUnavailable
 from jobs.runs import (
-    active_runs,
     request_failed_reruns,
     request_runs,
     run_in_process,
@@ -147,16 +146,6 @@ def test_failed_reruns_start_only_tenants_whose_latest_run_failed(app, make) -> 
 def test_failed_reruns_with_nothing_failed_start_nothing(app, make) -> None:
     make.org()
     assert request_failed_reruns(requested_by="admin") == []
-
-
-def test_active_runs(app, make) -> None:
-    a, b = make.org(), make.org()
-    runs = request_runs(None, trigger=RunTrigger.MANUAL, requested_by="x")
-    assert [r.id for r in active_runs()] == [r.id for r in runs]
-    assert [r.org_id for r in active_runs([b.id])] == [b.id]
-    work_burst(app)
-    assert active_runs() == []
-    assert a.id != b.id
 
 
 # --- the sweep -------------------------------------------------------------------

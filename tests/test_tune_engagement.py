@@ -1,4 +1,4 @@
-"""The tune job: the math (SPEC §6), per-tenant orchestration, ratio, dry run, atomicity."""
+"""The tune job: the rate math, per-tenant orchestration, ratio, dry run, atomicity."""
 
 from __future__ import annotations
 

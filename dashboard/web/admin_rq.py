@@ -49,7 +49,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", app.config["REDIS_URL"])
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     setup_rq_connection(app)  # builds a client only; connects on first use
-    # Registered first so the admin check runs before rq-dashboard's own hooks.
-    app.before_request_funcs.setdefault(None, []).append(_guard)
+    # An app-wide hook: Flask runs those before any blueprint's own, rq-dashboard's
+    # included, so nobody but a signed-in admin reaches its code.
+    app.before_request(_guard)
     csrf.exempt(rq_dashboard.blueprint)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
+from functools import cache, wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -23,14 +23,16 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from dashboard.extensions import db, limiter, login_manager
+from dashboard.extensions import db, login_manager
 from loops.models import User
 
 bp = Blueprint("auth", __name__)
@@ -41,9 +43,14 @@ LOGIN_LIMIT_PER_ADDRESS = "20 per minute; 100 per hour"
 LOGIN_LIMIT_PER_ACCOUNT = "5 per minute"
 FAILED_LOGIN_STATUS = 401
 
-# Compared against when the email is unknown, so a miss costs as much as a hit
-# (no user enumeration by timing).
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+@cache
+def _dummy_hash() -> str:
+    """Compared against when the email is unknown, so a miss costs as much as a hit (no
+    user enumeration by timing). Made on the first sign-in, not at import: hashing
+    costs as much as a sign-in, and most processes (workers, commands) never need it."""
+    return generate_password_hash("not-a-real-password")
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,8 +115,6 @@ def _failed(response: Response) -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(LOGIN_LIMIT_PER_ADDRESS, methods=["POST"], deduct_when=_failed)
-@limiter.limit(LOGIN_LIMIT_PER_ACCOUNT, methods=["POST"], key_func=_email_key, deduct_when=_failed)
 def login() -> ResponseReturnValue:
     next_page = request.values.get("next", "")
     if not is_safe_next(next_page):
@@ -122,7 +127,7 @@ def login() -> ResponseReturnValue:
         password = request.form.get("password", "")
         user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
         ok = check_password_hash(
-            user.password_hash if user and user.password_hash else _DUMMY_HASH, password
+            user.password_hash if user and user.password_hash else _dummy_hash(), password
         )
         if user is None or not user.password_hash or not ok:
             flash("Wrong email or password.", "error")
@@ -169,6 +174,12 @@ class _SessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
 
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        super().save_session(app, session, response)
+        # Flask saves the session after every after_request hook has run, flask-login's
+        # remember-me cookie included: the one point that sees every cookie of the response.
+        _secure_cookies_over_https(response)
+
 
 def _forget_user(exc: BaseException | None = None) -> None:
     # flask-login caches the user, Flask-WTF the CSRF token, on g; when an app
@@ -177,10 +188,10 @@ def _forget_user(exc: BaseException | None = None) -> None:
     g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
-def _secure_cookies_over_https(response: Response) -> Response:
+def _secure_cookies_over_https(response: Response) -> None:
     # SESSION_COOKIE_SECURE covers deployments that always use HTTPS; this covers
     # the rest (the remember-me cookie): any cookie set on an HTTPS request is Secure.
-    if request.is_secure:
+    if has_request_context() and request.is_secure:
         cookies = response.headers.getlist("Set-Cookie")
         if cookies and any("secure" not in c.lower() for c in cookies):
             response.headers.remove("Set-Cookie")
@@ -188,7 +199,6 @@ def _secure_cookies_over_https(response: Response) -> Response:
                 if "; secure" not in cookie.lower():
                     cookie += "; Secure"
                 response.headers.add("Set-Cookie", cookie)
-    return response
 
 
 def init_app(app: Flask) -> None:
@@ -203,9 +213,6 @@ def init_app(app: Flask) -> None:
     if app.config["SESSION_COOKIE_SECURE"]:
         app.config["REMEMBER_COOKIE_SECURE"] = True
     app.session_interface = _SessionInterface()
-    # Index 0 runs last (after_request hooks run in reverse): after flask-login has
-    # set its remember-me cookie.
-    app.after_request_funcs.setdefault(None, []).insert(0, _secure_cookies_over_https)
     app.teardown_request(_forget_user)
 
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
@@ -215,9 +222,24 @@ def init_app(app: Flask) -> None:
     # Redis down must not lock everyone out: count in this process until it returns.
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
-    # Explicit: the limiter is a singleton and would otherwise inherit the last app's switch.
-    app.config.setdefault("RATELIMIT_ENABLED", True)
-    limiter.init_app(app)
-    # init_app builds new storage; a fallback verdict about the previous one must not stick.
-    limiter._storage_dead = False
+    _login_limiter().init_app(app)
     app.register_blueprint(bp)
+
+
+def _signing_in() -> bool:
+    return request.endpoint == "auth.login"
+
+
+def _login_limiter() -> Limiter:
+    """Each app's own limiter (kept in app.extensions by Flask-Limiter): its storage and
+    its verdict on that storage (down: counting in memory) belong to that app alone."""
+    limiter = Limiter(key_func=get_remote_address, key_prefix="el-limit")
+    limiter.limit(LOGIN_LIMIT_PER_ADDRESS, methods=["POST"], deduct_when=_failed)(bp)
+    limiter.limit(
+        LOGIN_LIMIT_PER_ACCOUNT, methods=["POST"], key_func=_email_key, deduct_when=_failed
+    )(bp)
+    # Only sign-in is limited. Every other request (the API's mark-read among them) is
+    # let through before the limiter resolves limits, which cost about a tenth of a
+    # mark-read's CPU when profiled (docs/PERFORMANCE.md).
+    limiter.request_filter(lambda: not _signing_in())
+    return limiter

@@ -25,7 +25,7 @@ from dashboard.web.auth import admin_required, is_safe_next
 from dashboard.web.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
 from jobs import settings as job_settings
 from loops.accounts import find_org
-from loops.models import Organization, RunTrigger, TuneRun
+from loops.models import Organization, RunTrigger
 from loops.signals import loops_on
 from loops.timeutil import utcnow
 
@@ -122,7 +122,7 @@ def index() -> ResponseReturnValue:
     )
     if _wants_partial("tenant-table"):
         return render_template("_tenant_table.html", page=page)
-    panel = runs_page.status(_first_active_id(), cells=page.org_ids)
+    panel = runs_page.status(runs_page.first_active_id(), cells=page.org_ids)
     return render_template("index.html", page=page, panel=panel)
 
 
@@ -199,7 +199,7 @@ def runs() -> ResponseReturnValue:
     )
     if _wants_partial("runs-table"):
         return render_template("_runs_table.html", data=data)
-    panel = runs_page.status(_first_active_id())
+    panel = runs_page.status(runs_page.first_active_id())
     return render_template("runs.html", data=data, panel=panel)
 
 
@@ -309,16 +309,8 @@ def _queue_down(
     return _answer(panel, cells, status=503)
 
 
-def _first_active_id() -> int | None:
-    return runs_page.first_active_id()
-
-
 def _org_or_404(slug: str) -> Organization:
     org = find_org(slug)
     if org is None:
         abort(404)
     return org
-
-
-def run_duration(run: TuneRun) -> str:
-    return formatting.duration(run.started_at, run.finished_at)
