@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from dashboard import cli, errors, health, metrics, security
     from dashboard.api import routes as api
     from dashboard.extensions import csrf, db, login_manager, migrate
-    from dashboard.web import admin_rq, auth, views
+    from dashboard.web import admin_rq, auth, delivery, views
     from loops import read_fastpath, redis_conn
 
     db.init_app(app)
@@ -68,5 +68,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(delivery.bp)
     cli.init_app(app)
     return app

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Subquery, func, select
 
 from dashboard.extensions import db
 from dashboard.web.charts import Sparkline, sparkline
+from loops.delivery import digest_counts
 from loops.models import (
     Calibration,
     Organization,
@@ -42,6 +43,9 @@ class TenantRow:
     daily: list[int]
     calibrations: int
     last_run: TuneRun | None
+    # Features in digest mode, and whether that is applied (enforced) or only shown.
+    digests: int = 0
+    enforced: bool = False
 
     @property
     def chart(self) -> Sparkline:
@@ -137,7 +141,9 @@ def load(
     page = min(max(page, 1), pages)
 
     last_id = last_run_id_column().label("last_run_id")
-    stmt = select(Organization.id, Organization.slug, Organization.name, last_id).where(*filters)
+    stmt = select(
+        Organization.id, Organization.slug, Organization.name, Organization.policy_enforced, last_id
+    ).where(*filters)
     if sort is Sort.VOLUME:
         # Only this order needs every tenant's volume; the others read just the page's.
         volume = _volume_subquery(since)
@@ -190,6 +196,7 @@ def load(
         .where(TuneRun.id.in_(latest), TuneRun.state == RunState.FAILED.value)
     ).scalar_one()
 
+    digests = digest_counts(org_ids)
     day_list = [since + timedelta(days=i) for i in range(days)]
     rows = [
         TenantRow(
@@ -200,6 +207,8 @@ def load(
             daily=[daily[r.id].get(d, 0) for d in day_list],
             calibrations=calibrations.get(r.id, 0),
             last_run=runs.get(r.id),
+            digests=digests.get(r.id, 0),
+            enforced=bool(r.policy_enforced),
         )
         for r in base_rows
     ]
