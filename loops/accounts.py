@@ -40,14 +40,25 @@ def find_org(slug: str) -> Organization | None:
     ).scalar_one_or_none()
 
 
-def create_user(email: str, role: str, password: str | None) -> User:
-    email = normalise_email(email)
+def check_role(role: str) -> str:
     if role not in {r.value for r in Role}:
         raise AccountError(f"invalid role {role!r}: choose member, viewer or admin")
+    return role
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(email: str, role: str, password: str | None) -> User:
+    email = normalise_email(email)
+    check_role(role)
     if find_user(email) is not None:
         raise AccountError(f"a user with email {email} already exists")
-    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if password is not None:
+        check_password(password)
     user = User(
         email=email,
         role=role,
@@ -91,3 +102,45 @@ def add_member(slug: str, email: str, joined_at: datetime | None = None) -> OrgM
     db.session.add(membership)
     db.session.commit()
     return membership
+
+
+def existing_user(email: str) -> User:
+    user = find_user(email)
+    if user is None:
+        raise AccountError(f"no user with email {normalise_email(email)}")
+    return user
+
+
+def set_role(email: str, role: str) -> User:
+    """Change a user's role; it applies from their next request (roles are read per request)."""
+    user = existing_user(email)
+    user.role = check_role(role)
+    db.session.commit()
+    return user
+
+
+def set_password(email: str, password: str) -> User:
+    """Set a dashboard password; every session signed in with the old one ends."""
+    user = existing_user(email)
+    user.password_hash = generate_password_hash(check_password(password))
+    user.session_version = (user.session_version or 0) + 1
+    db.session.commit()
+    return user
+
+
+def list_users(role: str | None = None) -> list[tuple[User, list[str]]]:
+    """Users by id, each with their tenants' slugs, primary tenant first."""
+    query = select(User).order_by(User.id)
+    if role is not None:
+        query = query.where(User.role == check_role(role))
+    users = list(db.session.execute(query).scalars())
+    tenants: dict[int, list[str]] = {u.id: [] for u in users}
+    rows = db.session.execute(
+        select(OrgMembership.user_id, Organization.slug)
+        .join(Organization, Organization.id == OrgMembership.org_id)
+        .where(OrgMembership.user_id.in_(list(tenants)))
+        .order_by(OrgMembership.user_id, OrgMembership.joined_at, OrgMembership.org_id)
+    )
+    for user_id, slug in rows:
+        tenants[user_id].append(slug)
+    return [(u, tenants[u.id]) for u in users]

@@ -92,3 +92,11 @@ def revoke(token_id: int, now: datetime | None = None) -> bool:
     )
     db.session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_tokens(user_id: int | None = None) -> list[tuple[ApiToken, str]]:
+    """Token rows (never a secret: only hashes are stored) with their user's email, by id."""
+    query = select(ApiToken, User.email).join(User, User.id == ApiToken.user_id)
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    return [(row, email) for row, email in db.session.execute(query.order_by(ApiToken.id))]

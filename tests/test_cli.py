@@ -115,7 +115,7 @@ def test_tokens_create_prints_once_and_stores_only_the_hash(runner, client):
     invoke(runner, "users", "create", "ana@example.com")
     result = invoke(runner, "tokens", "create", "ana@example.com", "--name", "ios")
     assert result.exit_code == 0
-    secret = result.output.strip()
+    secret = result.stdout.strip()
     row = db.session.execute(select(ApiToken)).scalar_one()
     assert row.name == "ios"
     assert row.token_hash == hash_token(secret)

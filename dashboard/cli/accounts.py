@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -37,6 +39,57 @@ def users_create(email: str, role: str, password: str | None) -> None:
     except AccountError as exc:
         raise _fail(exc) from None
     click.echo(f"created user {user.email} (id {user.id}, role {user.role})")
+
+
+ROLES = click.Choice(["admin", "viewer", "member"])
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+@users_cli.command("list")
+@click.option("--role", type=ROLES, help="Only users with this role.")
+def users_list(role: str | None) -> None:
+    """List users: id, email, role, created, tenants (primary first)."""
+    rows = accounts.list_users(role)
+    click.echo(f"{'id':>6}  {'email':<36} {'role':<7} {'created':<16}  tenants")
+    for user, slugs in rows:
+        click.echo(
+            f"{user.id:>6}  {user.email:<36} {user.role:<7} {_when(user.created_at):<16}  "
+            f"{', '.join(slugs) or '-'}"
+        )
+    click.echo(f"{len(rows)} user(s)")
+
+
+@users_cli.command("set-role")
+@click.argument("email")
+@click.argument("role", metavar="admin|viewer|member")
+def users_set_role(email: str, role: str) -> None:
+    """Change a user's role (applies from their next request)."""
+    try:
+        user = accounts.set_role(email, role)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"{user.email} is now {user.role}")
+
+
+@users_cli.command("set-password")
+@click.argument("email")
+@click.option("--password", help="The new password (prompted for if omitted).")
+def users_set_password(email: str, password: str | None) -> None:
+    """Set a user's dashboard password; their existing sessions end."""
+    try:
+        accounts.existing_user(email)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    if password is None:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = accounts.set_password(email, password)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"password set for {user.email}; their other sessions are signed out")
 
 
 @orgs_cli.command("create")
@@ -81,9 +134,32 @@ def tokens_create(email: str, name: str) -> None:
         raise _fail(exc) from None
     if user is None:
         raise click.ClickException(f"no user with email {email.strip().lower()}")
-    _, secret = api_tokens.create_token(user, name)
+    row, secret = api_tokens.create_token(user, name)
     db.session.commit()
+    # The token alone on stdout (so `$(flask … tokens create …)` captures just it); its
+    # id, for `tokens list` and `tokens revoke`, beside it on stderr.
+    click.echo(f"token id {row.id} ({row.name}) for {user.email}, shown once:", err=True)
     click.echo(secret)
+
+
+@tokens_cli.command("list")
+@click.argument("email", required=False)
+def tokens_list(email: str | None) -> None:
+    """List API tokens (all, or EMAIL's): id, user, name, created, last used, revoked."""
+    user_id = None
+    if email is not None:
+        try:
+            user_id = accounts.existing_user(email).id
+        except AccountError as exc:
+            raise _fail(exc) from None
+    rows = api_tokens.list_tokens(user_id)
+    click.echo(f"{'id':>6}  {'user':<32} {'name':<16} {'created':<16}  {'last used':<16}  revoked")
+    for token, owner in rows:
+        click.echo(
+            f"{token.id:>6}  {owner:<32} {token.name:<16} {_when(token.created_at):<16}  "
+            f"{_when(token.last_used_at):<16}  {_when(token.revoked_at)}"
+        )
+    click.echo(f"{len(rows)} token(s)")
 
 
 @tokens_cli.command("revoke")
