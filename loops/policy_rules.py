@@ -32,9 +32,18 @@ class Decision:
     reason: str
 
 
-def _evidence_text(e: Evidence) -> tuple[str, str]:
+def _bound(value: float, threshold: float) -> str:
+    """Two decimals, or four where two would put the bound on the wrong side of the threshold."""
+    short = f"{value:.2f}"
+    if (float(short) >= threshold) != (value >= threshold):
+        return f"{value:.4f}"
+    return short
+
+
+def _evidence_text(e: Evidence, threshold: float) -> tuple[str, str]:
     noun = "delivery" if e.n == 1 else "deliveries"
-    return f"ratio {e.ratio:.2f} [{e.low:.2f}, {e.high:.2f}]", f"over {e.n:,} {noun}"
+    bounds = f"[{_bound(e.low, threshold)}, {_bound(e.high, threshold)}]"
+    return f"ratio {e.ratio:.2f} {bounds}", f"over {e.n:,} {noun}"
 
 
 def decide(
@@ -52,7 +61,7 @@ def decide(
     feature never decided is immediate. The digest feature is always immediate; a
     pinned feature keeps its mode.
     """
-    ratio, over = _evidence_text(evidence)
+    ratio, over = _evidence_text(evidence, threshold)
     if feature == DIGEST_FEATURE:
         return Decision(DeliveryMode.IMMEDIATE, "digests themselves are always delivered at once")
     if pinned and current is not None:

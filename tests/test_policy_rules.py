@@ -82,3 +82,12 @@ def test_holdout_follows_the_published_hash() -> None:
 )
 def test_next_digest_time_is_strictly_after_now(now: datetime, expected: datetime) -> None:
     assert next_digest_time(now, 9) == expected
+
+
+def test_reason_never_rounds_a_bound_across_the_threshold() -> None:
+    near = Evidence(ratio=0.4, low=0.1982, high=0.6358, n=15)
+    assert decide("x", near, 0.2, None).reason == (
+        "ratio 0.40 [0.1982, 0.64] straddles 0.20 over 15 deliveries; starts immediate"
+    )
+    one = Evidence(ratio=0.0, low=0.0, high=0.7935, n=1)
+    assert decide("x", one, 0.2, None).reason.endswith("over 1 delivery; starts immediate")
