@@ -1,4 +1,4 @@
-"""The delivery policy's pure rules: decisions, hysteresis, pins, the holdout and the digest hour."""
+"""The delivery policy's pure rules: decisions, hysteresis, pins, holdout and the digest hour."""
 
 from __future__ import annotations
 
