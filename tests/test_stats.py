@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -75,7 +77,7 @@ def test_estimate_approaches_own_ratio_as_n_grows(
     for n in (10, 1_000, 100_000, 10_000_000):
         engaged = round(own * n)
         gaps.append(abs(shrunk_estimate(engaged, n, prior) - engaged / n))
-    assert all(later <= earlier + 1e-4 for earlier, later in zip(gaps, gaps[1:], strict=False))
+    assert all(later <= earlier + 1e-4 for earlier, later in pairwise(gaps))
     assert gaps[-1] <= 1e-3
 
 
