@@ -39,10 +39,14 @@ test-sqlite: $(STAMP) ## the suite on SQLite, whatever DATABASE_URL says
 browser: $(STAMP) ## only the browser tests (real Chromium); screenshots in test-artifacts/screenshots/
 	$(BIN)/pytest -m browser $(PYTEST_ARGS)
 
-assets: ## re-vendor htmx from the npm registry (version pinned in package.json) into static/vendor/
+assets: ## re-vendor htmx and Swagger UI from the npm registry (versions pinned in package.json) into static/vendor/
 	npm ci --no-audit --no-fund
 	cp node_modules/htmx.org/dist/htmx.min.js \
 	  static/vendor/htmx-$$(node -p "require('./node_modules/htmx.org/package.json').version").min.js
+	SWAGGER=static/vendor/swagger-ui-$$(node -p "require('./node_modules/swagger-ui-dist/package.json').version") && \
+	  mkdir -p $$SWAGGER && \
+	  cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css \
+	    node_modules/swagger-ui-dist/LICENSE node_modules/swagger-ui-dist/NOTICE $$SWAGGER/
 
 reliability: $(STAMP) ## 200-client load test (60 s) and a larger schemathesis run; docs/RELIABILITY.md
 	LOAD_SECONDS=$${LOAD_SECONDS:-60} FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} \

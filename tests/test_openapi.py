@@ -32,7 +32,7 @@ def test_every_api_route_is_documented_and_vice_versa(app, document):
     for rule in app.url_map.iter_rules():
         if not (rule.rule.startswith("/api/v1/") or rule.rule == "/healthz"):
             continue
-        if rule.rule == "/api/v1/openapi.json":
+        if rule.rule in ("/api/v1/openapi.json", "/api/v1/docs"):  # the document, its viewer
             continue
         path = re.sub(r"<(?:[a-z]+:)?raw_id>", "{id}", rule.rule)
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", path)

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from dashboard.api import docs
 from dashboard.api.auth import bearer_secret, current_api_user, token_required
 from dashboard.api.openapi import openapi_document
 from dashboard.errors import ApiError
@@ -63,6 +64,9 @@ def _storable(value: str) -> bool:
 @bp.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
     return jsonify(openapi_document())
+
+
+bp.add_url_rule("/docs", view_func=docs.api_docs)  # Swagger UI over openapi.json
 
 
 @bp.post("/notifications/<raw_id>/read")
