@@ -14,13 +14,9 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,60 +33,24 @@ from bench.common import (
     print_row,
     ratio,
     scale_named,
-    venv_bin,
     write_result,
 )
 from bench.generate import generate_pg
+from tests.support.live_server import LiveServer
 
 LUA = ROOT / "bench" / "markread.lua"
 PRODUCT_PORT = int(os.environ.get("BENCH_PRODUCT_PORT", "18601"))
 BASELINE_PORT = int(os.environ.get("BENCH_BASELINE_PORT", "18602"))
 
 
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def start_server(name: str, app_spec: str, port: int, env: dict[str, str], log: Path) -> Server:
-    """gunicorn with the production config file (gunicorn.conf.py), bound to loopback."""
-    env = env | {"GUNICORN_BIND": f"127.0.0.1:{port}"}
-    proc = subprocess.Popen(
-        [venv_bin("gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), app_spec],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(name, port, proc)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} server exited; see {log}")
-        try:
-            with urllib.request.urlopen(server.url + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    server.stop()
-    raise SystemExit(f"{name} server did not answer on {server.url}; see {log}")
+def start_server(name: str, app_spec: str, port: int, env: dict[str, str], log: Path) -> LiveServer:
+    """gunicorn with the production config file and its default workers and threads."""
+    server = LiveServer(env, log, app=app_spec, workers=None, threads=None, port=port, name=name)
+    try:
+        return server.start(timeout=60)
+    except (RuntimeError, AssertionError) as exc:
+        server.stop()
+        raise SystemExit(f"{name} server did not come up; see {log}") from exc
 
 
 def load_users(conn: psycopg.Connection[Any]) -> list[int]:
@@ -131,7 +91,7 @@ def reset_pool(conn: psycopg.Connection[Any], users: list[int]) -> None:
     conn.autocommit = False
 
 
-def run_wrk(server: Server, pairs: Path, seconds: int, connections: int) -> dict[str, Any]:
+def run_wrk(server: LiveServer, pairs: Path, seconds: int, connections: int) -> dict[str, Any]:
     threads = 2
     out = subprocess.run(
         [
@@ -184,7 +144,7 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="el-bench-"))
     pairs = workdir / "pairs.txt"
     env = app_env(pg_url(dbname))
-    servers: list[Server] = []
+    servers: list[LiveServer] = []
     results: dict[str, Any] = {}
     with psycopg.connect(pg_url(dbname, "postgresql")) as conn:
         users = load_users(conn)

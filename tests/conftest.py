@@ -33,14 +33,14 @@ from loops.models import (
 )
 from loops.timeutil import utcnow
 from loops.tokens import create_token
+from tests.support.dashboard import TEST_PASSWORD
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 # A developer's .env (written by `make run`) must not leak into the tests: neither the
 # apps built here nor the `flask`/gunicorn processes they start read it (Flask's switch).
 os.environ["FLASK_SKIP_DOTENV"] = "1"
-TEST_PASSWORD = "correct-horse-battery"
 
-pytest_plugins = ["fixtures.jobs"]
+pytest_plugins = ["tests.support.jobs"]
 
 
 def _server_url() -> str | None:

@@ -12,7 +12,7 @@ from redis import Redis
 from dashboard.web.auth import is_safe_next
 from loops.database import db
 from loops.models import Role, User
-from tests.dashboard_helpers import csrf_token, login
+from tests.support.dashboard import csrf_token, login
 
 
 def test_login_page_renders_with_a_csrf_field(client: FlaskClient) -> None:

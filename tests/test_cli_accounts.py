@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from loops.database import db
 from loops.models import ApiToken, Role, User
-from tests.dashboard_helpers import TEST_PASSWORD, login
+from tests.support.dashboard import TEST_PASSWORD, login
 
 
 def invoke(runner, *args: str, input: str | None = None):

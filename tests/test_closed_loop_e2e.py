@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures.jobs import proc_output
 from sqlalchemy import select, update
 
 from jobs.schedule import DIGEST, SCHEDULED_JOBS_KEY, periodic_jobs
@@ -21,6 +20,7 @@ from loops.database import db
 from loops.models import Notification, Organization, Role, TuneRun
 from loops.policy_rules import in_holdout
 from loops.timeutil import utcnow
+from tests.support.jobs import proc_output
 from tests.support.live_server import LiveServer, start_gunicorn
 
 pytestmark = pytest.mark.slow

@@ -16,6 +16,7 @@ from sqlalchemy import func, insert, select
 
 from loops.database import db
 from loops.models import LoopSignal, Notification, SignalKind
+from loops.timeutil import utcnow
 from tests.support.live_server import LiveServer, start_gunicorn
 
 pytestmark = pytest.mark.slow
@@ -81,8 +82,15 @@ def test_1000_distinct_reads_by_32_clients(server, make: Any):
     for user in users:
         make.member(user, org)
     tokens = {user.id: make.token(user) for user in users}
+    now = utcnow()
     rows = [
-        {"user_id": users[i % len(users)].id, "feature": f"f{i % 5}", "title": f"n{i}"}
+        {
+            "user_id": users[i % len(users)].id,
+            "feature": f"f{i % 5}",
+            "title": f"n{i}",
+            "created_at": now,
+            "delivered_at": now,  # delivered at once, as without a digest policy
+        }
         for i in range(1000)
     ]
     db.session.execute(insert(Notification), rows)

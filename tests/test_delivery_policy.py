@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fixtures.jobs import NOW
 from sqlalchemy import func, select
 
 from jobs.runs import run_in_process
@@ -24,6 +23,7 @@ from loops.models import (
 )
 from loops.policy_rules import DeliveryMode, in_holdout
 from loops.timeutil import utcnow
+from tests.support.jobs import NOW
 
 DAY = timedelta(days=1)
 

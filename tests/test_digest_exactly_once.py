@@ -7,12 +7,13 @@ import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fixtures.jobs import proc_output, wait_until
 from sqlalchemy import func, select
 
 from loops.database import db
 from loops.digest import deliver_due
 from loops.models import LoopSignal, Notification
+from tests.support.jobs import proc_output
+from tests.support.procs import wait_until
 
 DUE = datetime(2026, 11, 20, 9, tzinfo=UTC)
 USERS = 12

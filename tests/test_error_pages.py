@@ -11,7 +11,7 @@ from sqlalchemy import text
 from dashboard import create_app
 from loops.database import db
 from loops.models import Role
-from tests.dashboard_helpers import login
+from tests.support.dashboard import login
 
 
 def _add_failing_routes(app: Flask) -> None:

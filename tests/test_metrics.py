@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 from dashboard import create_app
 from loops import observe
 from loops.timeutil import utcnow
-from tests.dashboard_helpers import add_run
+from tests.support.dashboard import add_run
 from tests.support.live_server import LiveServer, start_gunicorn
 
 READ_ROUTE = "/api/v1/notifications/<raw_id>/read"

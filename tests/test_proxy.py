@@ -12,7 +12,7 @@ import pytest
 from flask import Flask, url_for
 
 from loops.models import Role
-from tests.dashboard_helpers import TEST_PASSWORD
+from tests.support.dashboard import TEST_PASSWORD
 from tests.support.live_server import LiveServer, start_gunicorn
 
 PROXY = "127.0.0.1"  # where a reverse proxy on the same host connects from

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fixtures.jobs import NOW, fresh_run, work_burst
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -23,6 +22,7 @@ from loops.database import db
 from loops.models import Calibration, RunState, RunTrigger, TuneRun
 from loops.redis_conn import make_redis
 from loops.timeutil import utcnow
+from tests.support.jobs import NOW, fresh_run, work_burst
 
 DAY = timedelta(days=1)
 

@@ -6,7 +6,6 @@ import signal
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fixtures.jobs import NOW, proc_output, work_burst
 from redis import Redis
 from rq.job import Job
 from rq_scheduler import Scheduler
@@ -14,13 +13,13 @@ from sqlalchemy import select
 
 from jobs.exceptions import InvalidSchedule
 from jobs.schedule import (
-    SCHEDULED_JOBS_KEY,
     DIGEST,
+    SCHEDULED_JOBS_KEY,
     TUNE,
     AppScheduler,
     next_cron_time,
-    periodic_jobs,
     next_scheduled_run,
+    periodic_jobs,
     reconcile,
     reconcile_all,
     schedule_job_id,
@@ -29,6 +28,7 @@ from jobs.schedule import (
 )
 from loops.database import db
 from loops.models import TuneRun
+from tests.support.jobs import NOW, proc_output, work_burst
 
 WEEKLY = "30 5 * * 1"
 QUEUE = "engagement"

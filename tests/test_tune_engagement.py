@@ -7,7 +7,6 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from fixtures.jobs import NOW, fresh_run
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
@@ -23,6 +22,7 @@ from jobs.tune_engagement import (
 from loops.database import db
 from loops.models import Calibration, RunState, RunTrigger, SignalDailyCount, TuneRun
 from loops.timeutil import utcnow
+from tests.support.jobs import NOW, fresh_run
 
 DAY = timedelta(days=1)
 

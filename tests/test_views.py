@@ -17,7 +17,7 @@ from sqlalchemy import event
 from loops.database import db
 from loops.models import Organization, Role
 from loops.timeutil import utcnow
-from tests.dashboard_helpers import add_calibration, add_daily, add_run, csrf_token, login
+from tests.support.dashboard import add_calibration, add_daily, add_run, csrf_token, login
 
 XSS = '<script>alert("x")</script>'
 

@@ -18,7 +18,7 @@ from loops.database import db
 from loops.models import DeliveryPolicy, Organization, PolicyChange, Role, RunTrigger
 from loops.policy_rules import DeliveryMode, in_holdout
 from loops.timeutil import utcnow
-from tests.dashboard_helpers import csrf_token, htmx_post, login
+from tests.support.dashboard import csrf_token, htmx_post, login
 
 ADMIN = "admin@example.com"
 HOUR = timedelta(hours=1)

@@ -17,7 +17,7 @@ from jobs.tune_engagement import perform_runs_now
 from loops.database import db
 from loops.models import Role, TuneRun
 from loops.timeutil import utcnow
-from tests.dashboard_helpers import add_run, csrf_token, htmx_post, login
+from tests.support.dashboard import add_run, csrf_token, htmx_post, login
 
 RUN_ROUTES = ("/tune/run", "/tenants/acme/tune", "/tune/rerun-failed")
 

@@ -8,7 +8,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from fixtures.jobs import fresh_run, proc_output, wait_until
 from redis import Redis
 from sqlalchemy import select
 
@@ -18,6 +17,8 @@ from jobs.schedule import scheduler_alive
 from loops.database import db
 from loops.models import Calibration, RunTrigger
 from loops.timeutil import utcnow
+from tests.support.jobs import fresh_run, proc_output
+from tests.support.procs import wait_until
 
 DAY = timedelta(days=1)
 # Test timings: beat twice a second, abandoned after 3 s of silence, sweep every second.

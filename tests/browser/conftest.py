@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from redis import Redis
 
 from tests.conftest import TEST_REDIS_URL
 from tests.support.live_server import ROOT, LiveServer, start_gunicorn
+from tests.support.procs import kill_group
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -65,16 +65,6 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def _seed(env: dict[str, str], log: Path) -> None:
@@ -123,7 +113,7 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         server.stop()
         for process in processes:
-            _stop(process)
+            kill_group(process)
         redis.flushdb()
         redis.close()
         if os.environ.get("BROWSER_KEEP_LOGS"):

@@ -20,11 +20,10 @@ from flask import Flask
 
 from dashboard import create_app
 from loops.database import db
-
-from .procs import (
+from tests.support.live_server import LiveServer
+from tests.support.procs import (
     PG_BIN,
     RELIABILITY_REDIS_URL,
-    Gunicorn,
     PgCluster,
     RedisServer,
     as_postgres,
@@ -32,6 +31,16 @@ from .procs import (
     kill_group,
     migrate,
 )
+
+# What every server of these tests runs with unless the test says otherwise: never the
+# shared Redis's db 0 (login throttling writes there), never a developer's debug mode.
+SERVER_ENV = {
+    "SECRET_KEY": "reliability-secret",
+    "LOOPS_ENABLED": "true",
+    "LOG_LEVEL": "INFO",
+    "REDIS_URL": RELIABILITY_REDIS_URL,
+    "FLASK_DEBUG": "0",
+}
 
 
 @pytest.fixture
@@ -80,13 +89,17 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def gunicorn(tmp_path: Path) -> Iterator[Any]:
-    """Factory: ``gunicorn(env={...})`` starts a server; every one is stopped at teardown."""
-    started: list[Gunicorn] = []
+    """Factory: ``gunicorn(env={...})`` starts a server; every one is stopped at teardown.
 
-    def start(env: Mapping[str, str], **kwargs: Any) -> Gunicorn:
-        server = Gunicorn(dict(env), tmp_path / f"gunicorn-{len(started)}.log", **kwargs)
+    A server counts as up once it answers at all: a test may start it with a dependency
+    down on purpose."""
+    started: list[LiveServer] = []
+
+    def start(env: Mapping[str, str], **kwargs: Any) -> LiveServer:
+        log = tmp_path / f"gunicorn-{len(started)}.log"
+        server = LiveServer({**SERVER_ENV, **env}, log, **kwargs)
         started.append(server)
-        server.start()
+        server.start(healthy=False)
         return server
 
     yield start

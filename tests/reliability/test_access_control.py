@@ -13,8 +13,8 @@ from werkzeug.routing import Rule
 
 from loops.database import db
 from loops.models import Role, TuneRun
+from tests.support.dashboard import TEST_PASSWORD
 
-PASSWORD = "correct-horse-battery"  # the shared factory's password (tests/conftest.py)
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 # Routes anyone may POST to; every other state-changing route needs a role.
 PUBLIC = {"auth.login"}
@@ -57,7 +57,7 @@ def _url(rule: Rule) -> str:
 
 
 def _login(client: FlaskClient, email: str, remember: bool = False) -> None:
-    data = {"email": email, "password": PASSWORD}
+    data = {"email": email, "password": TEST_PASSWORD}
     if remember:
         data["remember"] = "1"
     reply = client.post("/login", data=data)
@@ -238,7 +238,7 @@ class TestCsrf:
         assert token is not None
         reply = client.post(
             "/login",
-            data={"email": admin.email, "password": PASSWORD, "csrf_token": token.group(1)},
+            data={"email": admin.email, "password": TEST_PASSWORD, "csrf_token": token.group(1)},
         )
         assert reply.status_code == 302
         for path in ("/tune/run", "/tenants/acme/tune", "/tune/rerun-failed"):

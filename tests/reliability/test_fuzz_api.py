@@ -13,8 +13,7 @@ import pytest
 from flask import Flask
 
 from loops.models import Role
-
-from .procs import ROOT
+from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.slow
 

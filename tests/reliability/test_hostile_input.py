@@ -14,8 +14,7 @@ from sqlalchemy import func, select
 
 from loops.database import db
 from loops.models import Notification, Role
-
-from .procs import Gunicorn
+from tests.support.live_server import LiveServer
 
 # Written out, not imported: weakening the policy in the code must fail this test.
 CSP = (
@@ -183,14 +182,14 @@ def _raw_request(port: int, head: bytes, body_parts: list[bytes]) -> tuple[int, 
 
 
 @pytest.fixture
-def live(app: Flask, gunicorn: Any, database_url: str) -> Gunicorn:
-    server: Gunicorn = gunicorn({"DATABASE_URL": database_url}, workers=1, threads=4)
+def live(app: Flask, gunicorn: Any, database_url: str) -> LiveServer:
+    server: LiveServer = gunicorn({"DATABASE_URL": database_url}, workers=1, threads=4)
     return server
 
 
 @pytest.mark.slow
 def test_ten_megabytes_with_content_length_is_refused_before_it_is_sent(
-    live: Gunicorn, make: Any
+    live: LiveServer, make: Any
 ) -> None:
     token = make.token(make.user())
     head = (
@@ -208,7 +207,7 @@ def test_ten_megabytes_with_content_length_is_refused_before_it_is_sent(
 @pytest.mark.slow
 @pytest.mark.parametrize("authenticated", [True, False])
 def test_ten_megabytes_chunked_is_refused_after_at_most_the_limit(
-    live: Gunicorn, make: Any, authenticated: bool
+    live: LiveServer, make: Any, authenticated: bool
 ) -> None:
     token = make.token(make.user())
     auth = f"Authorization: Bearer {token}\r\n" if authenticated else ""
@@ -225,7 +224,7 @@ def test_ten_megabytes_chunked_is_refused_after_at_most_the_limit(
 
 
 @pytest.mark.slow
-def test_small_chunked_body_still_works(live: Gunicorn, make: Any) -> None:
+def test_small_chunked_body_still_works(live: LiveServer, make: Any) -> None:
     reader = make.user()
     make.member(reader, make.org())
     make.notification(reader)

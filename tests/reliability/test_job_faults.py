@@ -19,12 +19,11 @@ from redis import Redis
 
 from jobs.queue import worker_count
 from jobs.runs import request_runs
-from jobs.schedule import scheduled_jobs, scheduler_alive
+from jobs.schedule import TUNE, scheduled_jobs, scheduler_alive
 from loops.database import db
 from loops.models import Calibration, LoopSignal, RunTrigger, TuneRun
 from loops.timeutil import utcnow
-
-from .procs import ROOT, kill_group, wait_for
+from tests.support.procs import ROOT, kill_group, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -125,13 +124,13 @@ def test_sigkilled_worker_and_scheduler_abandon_nothing_half_written(
     _engage(org.id, "digest", 30, 2_000_000)
 
     scheduler = spawn("rq", "scheduler", "--interval", "1", **FAST)
-    wait_for(lambda: scheduler_alive(redis_conn), 60, 0.2, "the scheduler's heartbeat")
-    assert [cron for _, _, cron in scheduled_jobs(redis_conn)] == [CRON]
+    wait_until(lambda: scheduler_alive(redis_conn), 60, 0.2, "the scheduler's heartbeat")
+    assert [cron for _, _, cron in scheduled_jobs(redis_conn, TUNE)] == [CRON]
 
     slow = spawn("rq", "worker", TUNE_TEST_DELAY_S="300", **FAST)  # stalls mid-writes
-    wait_for(lambda: worker_count(redis_conn) >= 1, 60, 0.2, "the slow worker")
+    wait_until(lambda: worker_count(redis_conn) >= 1, 60, 0.2, "the slow worker")
     [run] = request_runs([org.id], trigger=RunTrigger.MANUAL, requested_by="admin")
-    wait_for(lambda: _run(run.id).state == "running", 60, 0.2, "the run to start")
+    wait_until(lambda: _run(run.id).state == "running", 60, 0.2, "the run to start")
     time.sleep(1.0)  # inside the stall: some calibrations flushed, none committed
 
     os.killpg(slow.pid, signal.SIGKILL)
@@ -142,19 +141,19 @@ def test_sigkilled_worker_and_scheduler_abandon_nothing_half_written(
 
     # Nobody but the restarted scheduler sweeps: no worker is running now.
     spawn("rq", "scheduler", "--interval", "1", **FAST)
-    wait_for(lambda: _finished(run.id), ABANDON_BOUND_S + 30, 0.2, "the abandoned run to fail")
+    wait_until(lambda: _finished(run.id), ABANDON_BOUND_S + 30, 0.2, "the abandoned run to fail")
     detected_s = time.monotonic() - killed_at
     failed = _run(run.id)
     assert failed.state == "failed" and (failed.error or "").startswith("abandoned")
     assert detected_s < ABANDON_BOUND_S, detected_s
     assert _calibrations(org.id) == {}  # the killed transaction left no half-written tenant
-    wait_for(lambda: scheduler_alive(redis_conn), 60, 0.2, "the restarted scheduler")
-    assert [cron for _, _, cron in scheduled_jobs(redis_conn)] == [CRON]  # still exactly one
+    wait_until(lambda: scheduler_alive(redis_conn), 60, 0.2, "the restarted scheduler")
+    assert [cron for _, _, cron in scheduled_jobs(redis_conn, TUNE)] == [CRON]  # still exactly one
 
     spawn("rq", "worker", **FAST)
     [rerun] = request_runs([org.id], trigger=RunTrigger.MANUAL, requested_by="admin")
     assert rerun.id != run.id
-    wait_for(lambda: _finished(rerun.id), 60, 0.2, "the re-run")
+    wait_until(lambda: _finished(rerun.id), 60, 0.2, "the re-run")
     final = _run(rerun.id)
     assert final.state == "succeeded", (final.error, _logs(tmp_path))
     assert _calibrations(org.id) == {
@@ -197,11 +196,11 @@ def test_a_raising_tenant_and_a_million_signal_tenant_in_one_run(
         TUNE_BATCH_SIZE="1",
         **FAST,
     )
-    wait_for(lambda: worker_count(redis_conn) >= 1, 60, 0.2, "the worker")
+    wait_until(lambda: worker_count(redis_conn) >= 1, 60, 0.2, "the worker")
     runs = request_runs(None, trigger=RunTrigger.MANUAL, requested_by="admin")
     assert len(runs) == 5
     for run in runs:
-        wait_for(lambda r=run: _finished(r.id), job_timeout_s + 60, 0.5, f"run {run.id}")
+        wait_until(lambda r=run: _finished(r.id), job_timeout_s + 60, 0.5, f"run {run.id}")
     by_org = {run.org_id: _run(run.id) for run in runs}
 
     assert by_org[bad.id].state == "failed", by_org[bad.id].error

@@ -26,8 +26,7 @@ from loops.database import db
 from loops.models import Notification, Organization, OrgMembership, Role, User
 from loops.timeutil import utcnow
 from loops.tokens import create_token
-
-from .procs import RELIABILITY_REDIS_URL, ROOT, PgCluster
+from tests.support.procs import RELIABILITY_REDIS_URL, ROOT, PgCluster
 
 LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", "0"))
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "200"))

@@ -18,8 +18,7 @@ from loops.database import db
 from loops.models import Notification, Organization, OrgMembership, Role, User
 from loops.timeutil import utcnow
 from loops.tokens import create_token
-
-from .procs import RELIABILITY_REDIS_URL, PgCluster, http, wait_for
+from tests.support.procs import RELIABILITY_REDIS_URL, PgCluster, http, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only]
 
@@ -128,21 +127,21 @@ def test_postgres_crash_and_restart_loses_nothing_acknowledged(
     recovered: list[float] = []
     try:
         for cycle, mode in enumerate(CRASHES):
-            wait_for(
+            wait_until(
                 lambda c=cycle: len(readers.acked) >= 300 * (c + 1), 60, what="reads before a crash"
             )
             before = readers.statuses[503]
             pg_cluster.stop(mode)  # immediate: a crash, sessions cut mid-transaction
             stopped_at = time.monotonic()
-            wait_for(lambda b=before: readers.statuses[503] >= b + 20, 30, what="503s")
+            wait_until(lambda b=before: readers.statuses[503] >= b + 20, 30, what="503s")
             health = http("GET", f"{server.url}/healthz", timeout=30)
             assert health.status == 503 and health.json()["database"] == "down"
             time.sleep(max(0.0, 3 - (time.monotonic() - stopped_at)))
             pg_cluster.start()
             restarted_at = time.monotonic()
-            wait_for(lambda r=restarted_at: readers.last_200 > r, 30, what="a 200 after restart")
+            wait_until(lambda r=restarted_at: readers.last_200 > r, 30, what="a 200 after restart")
             recovered.append(readers.last_200 - restarted_at)
-        wait_for(lambda: not readers.todo, 120, what="all notifications read")
+        wait_until(lambda: not readers.todo, 120, what="all notifications read")
     finally:
         readers.stop.set()
         for thread in threads:
@@ -211,7 +210,7 @@ def test_frozen_postgres_turns_healthz_down_within_its_timeout(
     for reply in replies:
         assert reply.status == 503 and reply.json()["database"] == "down"
         assert reply.seconds < 3.0 + 2.0  # HEALTHZ_DB_TIMEOUT_S + slack
-    wait_for(
+    wait_until(
         lambda: http("GET", f"{server.url}/healthz", timeout=30).status == 200,
         30,
         0.5,

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 
 from loops.database import db
 from loops.models import LoopSignal, Notification, Role, TuneRun
-
-from .procs import RedisServer, http, wait_for
+from tests.support.dashboard import TEST_PASSWORD
+from tests.support.procs import RedisServer, http, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_read_path_and_healthz_survive_redis_death_and_recover(
 
     redis_server.start()
 
-    wait_for(
+    wait_until(
         lambda: http("GET", f"{server.url}/healthz").json().get("redis") == "ok",
         15,
         what="healthz to see Redis again",
@@ -76,12 +76,11 @@ def test_read_path_and_healthz_survive_redis_death_and_recover(
     assert unread == 0
 
 
-PASSWORD = "correct-horse-battery"  # the shared factory's password (tests/conftest.py)
 BANNER = "Redis is unreachable."
 QUEUE_DOWN = "Could not queue the run: Redis"
 
 
-def _login(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+def _login(client: httpx.Client, email: str, password: str = TEST_PASSWORD) -> httpx.Response:
     page = client.get("/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
     assert token is not None
@@ -129,7 +128,7 @@ def test_dashboard_and_run_now_with_redis_down_then_back(
 
         redis_server.start()
 
-        wait_for(lambda: BANNER not in client.get("/").text, 15, what="the banner to clear")
+        wait_until(lambda: BANNER not in client.get("/").text, 15, what="the banner to clear")
         reply = client.post(f"/tenants/{org.slug}/tune", headers=hx)
         assert reply.status_code == 200 and QUEUE_DOWN not in reply.text
         assert _queued_runs() == 1

@@ -15,10 +15,8 @@ from flask import Flask
 from dashboard import create_app
 from dashboard.config import ConfigError
 from loops.models import Role
-
-from .procs import ROOT
-
-PASSWORD = "correct-horse-battery"  # the shared factory's password (tests/conftest.py)
+from tests.support.dashboard import TEST_PASSWORD
+from tests.support.procs import ROOT
 
 
 def test_create_app_refuses_production_without_secret_key(
@@ -129,11 +127,11 @@ def test_no_token_or_password_in_server_logs(
         client.post(
             "/api/v1/notifications/read", headers=auth, content=b"{not json " + token.encode()
         )
-        client.get(f"/login?password={PASSWORD}&token={token}")
+        client.get(f"/login?password={TEST_PASSWORD}&token={token}")
         page = client.get("/login")
         csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert csrf is not None
-        for password in (PASSWORD, "wrong-" + PASSWORD):
+        for password in (TEST_PASSWORD, "wrong-" + TEST_PASSWORD):
             client.post(
                 "/login",
                 data={"email": reader.email, "password": password, "csrf_token": csrf.group(1)},
@@ -141,5 +139,5 @@ def test_no_token_or_password_in_server_logs(
     server.stop()
     log = server.log()
     assert "GET /api/v1/notifications" in log  # the access log was on
-    for secret in (token, token[4:], bogus[4:], PASSWORD):
+    for secret in (token, token[4:], bogus[4:], TEST_PASSWORD):
         assert secret not in log, f"{secret[:8]}… leaked into the log"

@@ -14,11 +14,10 @@ from flask import Flask
 from loops.database import db
 from loops.models import Calibration, Role, TuneRun
 from loops.timeutil import utcnow
-
-from .procs import Gunicorn
+from tests.support.dashboard import TEST_PASSWORD
+from tests.support.live_server import LiveServer
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-PASSWORD = "correct-horse-battery"  # the shared factory's password (tests/conftest.py)
 NAME = "<script>window.__xss='name'</script><img src=x onerror=\"window.__xss='img'\">"
 FEATURE = "f<svg/onload=window.__xss='feature'>"
 ERROR = "boom </td><script>window.__xss='error'</script>"
@@ -82,7 +81,7 @@ def test_no_page_runs_injected_script(
     from playwright.sync_api import sync_playwright
 
     email = _seed(make, api_as)
-    server: Gunicorn = gunicorn({"DATABASE_URL": database_url}, workers=1, threads=4)
+    server: LiveServer = gunicorn({"DATABASE_URL": database_url}, workers=1, threads=4)
     problems: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
@@ -100,7 +99,7 @@ def test_no_page_runs_injected_script(
         )
         page.goto(f"{server.url}/login")
         page.fill("#email", email)
-        page.fill("#password", PASSWORD)
+        page.fill("#password", TEST_PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url(re.compile(r".*/$"))
         seen_text = ""

@@ -1,87 +1,103 @@
-"""Run the real app under gunicorn in a subprocess, for tests that need real HTTP."""
+"""The one gunicorn launcher: browser, concurrency, reliability and end-to-end tests, and the
+benchmarks, all serve the app (or the benchmark's baseline) this way, with gunicorn.conf.py."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.procs import ROOT, free_port, kill_group, wait_until
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ROOT", "LiveServer", "start_gunicorn"]
 
 
 @dataclass
 class LiveServer:
-    process: subprocess.Popen[bytes]
-    port: int
+    """gunicorn with the production config on 127.0.0.1, in its own process group.
+
+    ``workers``/``threads`` None leave gunicorn.conf.py's defaults (the benchmarks measure
+    those); ``env`` entries win over everything else, the inherited environment included.
+    Its output goes to ``log_path`` (appended: a restart on the same port keeps the log).
+    """
+
+    env: Mapping[str, str]
     log_path: Path
+    app: str = "wsgi:app"
+    workers: int | None = 2
+    threads: int | None = 8
+    port: int = 0
+    name: str = "gunicorn"
+    extra_args: Sequence[str] = ()
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, *, timeout: float = 60, healthy: bool = True) -> LiveServer:
+        """Start and wait until /healthz answers 200 (``healthy=False``: answers at all)."""
+        self.port = self.port or free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.workers is not None:
+            env["WEB_CONCURRENCY"] = str(self.workers)
+        if self.threads is not None:
+            env["GUNICORN_THREADS"] = str(self.threads)
+        env.update(self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--config",
+                    str(ROOT / "gunicorn.conf.py"),
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    *self.extra_args,
+                    self.app,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: self._answers(healthy),
+            timeout,
+            interval=0.2,
+            what=f"{self.name} on {self.url}",
+        )
+        return self
+
+    def _answers(self, healthy: bool) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError:
+            return not healthy  # answering, though a dependency is down
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        if self.process is not None:
+            kill_group(self.process)
 
 
 def start_gunicorn(
     env: Mapping[str, str], log_path: Path, *, workers: int = 2, threads: int = 16
 ) -> LiveServer:
-    port = free_port()
-    full_env = dict(os.environ)
-    full_env.update(env)
-    full_env.update(
-        {"WEB_CONCURRENCY": str(workers), "GUNICORN_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = LiveServer(process, port, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited early:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"gunicorn did not answer in 30 s:\n{server.log()}")
+    """The app under gunicorn on a free port, answering /healthz with 200."""
+    return LiveServer(dict(env), log_path, workers=workers, threads=threads).start()

@@ -1,4 +1,4 @@
-"""Process helpers for fault tests: redis-server, a PostgreSQL cluster, gunicorn, plain HTTP."""
+"""Processes for tests: waiting, killing process groups, redis-server, PostgreSQL, plain HTTP."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1, what: str = "") -> None:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll until ``predicate()`` is truthy and return its value; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -85,7 +90,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(self.up, 10, what="redis-server to answer")
+        wait_until(self.up, 10, what="redis-server to answer")
 
     def up(self) -> bool:
         conn = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
@@ -99,7 +104,7 @@ class RedisServer:
     def kill(self) -> None:
         if self.process is not None:
             kill_group(self.process, signal.SIGKILL)
-        wait_for(lambda: not self.up(), 5, what="redis-server to stop")
+        wait_until(lambda: not self.up(), 5, what="redis-server to stop")
 
 
 # --- PostgreSQL ----------------------------------------------------------------
@@ -155,85 +160,6 @@ class PgCluster:
             ).returncode
             == 0
         )
-
-
-# --- gunicorn ------------------------------------------------------------------
-
-
-@dataclass
-class Gunicorn:
-    """The real app under gunicorn in its own process group; its log kept for inspection."""
-
-    env: dict[str, str]
-    log_path: Path
-    workers: int = 2
-    threads: int = 8
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, wait_healthy: bool = True) -> None:
-        self.port = self.port or free_port()
-        env = dict(os.environ)
-        env.update(
-            {
-                "SECRET_KEY": "reliability-secret",
-                "LOOPS_ENABLED": "true",
-                "WEB_CONCURRENCY": str(self.workers),
-                "GUNICORN_THREADS": str(self.threads),
-                "PYTHONUNBUFFERED": "1",
-                "LOG_LEVEL": "INFO",
-                # Never the shared Redis's db 0: login throttling writes there.
-                "REDIS_URL": RELIABILITY_REDIS_URL,
-            }
-        )
-        env.pop("FLASK_DEBUG", None)
-        env.update(self.env)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                *self.extra_args,
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        if wait_healthy:
-            wait_for(self._answers, 60, interval=0.2, what=f"gunicorn to answer\n{self.log()}")
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited early:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                return True
-        except urllib.error.HTTPError:
-            return True  # answering, even if a dependency is down
-        except OSError:
-            return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            kill_group(self.process)
 
 
 # --- HTTP helper ---------------------------------------------------------------

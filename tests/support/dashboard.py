@@ -11,7 +11,8 @@ from werkzeug.test import TestResponse
 from loops.database import db
 from loops.models import Calibration, Organization, SignalDailyCount, TuneRun, User
 
-TEST_PASSWORD = "correct-horse-battery"  # as tests/conftest.py
+# The password the factories give every user they create (tests/conftest.py).
+TEST_PASSWORD = "correct-horse-battery"
 
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
