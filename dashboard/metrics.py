@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, has_request_context, request
@@ -53,7 +54,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from loops import observe
 from loops.database import db
-from loops.models import RunState, SignalKind, TuneRun
+from loops.models import Notification, RunState, SignalKind, TuneRun
+from loops.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -229,6 +231,20 @@ def tune_run_stats() -> RunStats:
     return stats
 
 
+def held_notifications(now: datetime) -> tuple[int, int]:
+    """Held for a digest: all of them, and those whose digest hour has passed."""
+    try:
+        held, overdue = db.session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((Notification.deliver_at <= now, 1), else_=0)), 0),
+            ).where(Notification.delivered_at.is_(None))
+        ).one()
+    finally:
+        db.session.rollback()
+    return int(held), int(overdue)
+
+
 def observed_run_stats(conn: Redis, job: str) -> RunStats:
     """Runs that ``job`` reported through loops.observe (kept in Redis)."""
     pipe = conn.pipeline(transaction=False)
@@ -283,17 +299,6 @@ def _run_families(job: str, stats: RunStats, by_state_durations: bool) -> Iterat
     )
 
 
-# Gauges whose value another part of the app computes at scrape time (``None``: no
-# series). The digest feature registers engagement_loops_held_notifications here.
-GaugeSource = Callable[[], float | None]
-_GAUGES: dict[str, tuple[str, GaugeSource]] = {}
-
-
-def register_gauge(name: str, doc: str, source: GaugeSource) -> None:
-    """Expose ``source()`` as the gauge ``name`` on every scrape (it runs in an app context)."""
-    _GAUGES[name] = (doc, source)
-
-
 def _metrics_redis(app: Flask) -> Redis:
     conn: Redis | None = app.extensions.get("metrics_redis")
     if conn is None:
@@ -317,7 +322,6 @@ class SharedState:
     def collect(self) -> Iterable[Metric]:
         yield from self._from_database()
         yield from self._from_redis()
-        yield from self._registered_gauges()
 
     def _from_database(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -325,6 +329,7 @@ class SharedState:
         )
         try:
             stats = tune_run_stats()
+            held, overdue = held_notifications(utcnow())
         except SQLAlchemyError as exc:
             log.warning("event=metrics_source_down source=database error=%s", type(exc).__name__)
             up.add_metric([], 0)
@@ -333,6 +338,14 @@ class SharedState:
         up.add_metric([], 1)
         yield up
         yield from _run_families("tune", stats, by_state_durations=True)
+        yield _gauge(
+            "held_notifications", "Notifications held for a digest, not yet delivered.", held
+        )
+        yield _gauge(
+            "held_notifications_overdue",
+            "Held notifications past their digest hour (the digest job is behind or not running).",
+            overdue,
+        )
 
     def _from_redis(self) -> Iterator[Metric]:
         from rq import Worker
@@ -376,20 +389,6 @@ class SharedState:
         self.jobs_signals = {k.decode(): int(v) for k, v in signals.items()}
         for job, stats in observed.items():
             yield from _run_families(job, stats, by_state_durations=False)
-
-    def _registered_gauges(self) -> Iterator[Metric]:
-        for name, (doc, source) in sorted(_GAUGES.items()):
-            try:
-                value = source()
-            except (SQLAlchemyError, RedisError, OSError) as exc:
-                log.warning("event=metrics_source_down source=%s error=%s", name, exc)
-                value = None
-            finally:
-                db.session.rollback()
-            family = GaugeMetricFamily(name, doc)
-            if value is not None:
-                family.add_metric([], value)
-            yield family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

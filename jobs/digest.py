@@ -10,6 +10,7 @@ from datetime import datetime
 from flask import current_app
 from rq import get_current_job
 
+from loops import observe
 from loops.digest import DigestOutcome, deliver_due
 from loops.signals import loops_on
 from loops.timeutil import utcnow
@@ -27,7 +28,9 @@ def run_digests(
         outcome = deliver_due(now or utcnow(), loops_on(), progress, _test_pause())
     except Exception:
         log.exception("event=digest_run state=failed job=%s", job.id if job else None)
+        observe.run_finished("digest", "failed", time.perf_counter() - started)
         raise
+    observe.run_finished("digest", "succeeded", time.perf_counter() - started)
     log.info(
         "event=digest_run state=succeeded digests=%d items=%d ms=%d job=%s",
         outcome.digests,

@@ -31,7 +31,9 @@ from flask import Flask, current_app
 from sqlalchemy import Connection, Engine, Row, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
+from loops import observe
 from loops.database import engine_options
+from loops.models import SignalKind
 from loops.tokens import (
     LAST_USED_RESOLUTION,
     Principal,
@@ -75,10 +77,13 @@ _READ = text(
         ) AS primary_org
         WHERE :loops
         ON CONFLICT DO NOTHING
+        RETURNING kind
     )
-    SELECT id, feature, title, created_at, read_at, true AS first FROM first_read
+    SELECT id, feature, title, created_at, read_at, true AS first,
+           (SELECT count(*) FROM engage) AS engaged
+    FROM first_read
     UNION ALL
-    SELECT id, feature, title, created_at, read_at, false FROM notifications
+    SELECT id, feature, title, created_at, read_at, false, 0 FROM notifications
     WHERE id = :nid AND user_id = :uid AND delivered_at IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM first_read)
     """
@@ -160,4 +165,6 @@ def authenticate_and_read(
             _READ,
             {"nid": notification_id, "uid": principal.user_id, "now": now, "loops": loops_enabled},
         ).first()
+    if row is not None and row.engaged:
+        observe.signals_recorded(SignalKind.ENGAGE.value, int(row.engaged))
     return principal, row

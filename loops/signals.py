@@ -9,6 +9,7 @@ from flask import current_app
 from sqlalchemy import BigInteger, BindParameter, Integer, Select, String, bindparam, select
 from sqlalchemy.sql.dml import Insert
 
+from loops import observe
 from loops.database import db, dialect_insert
 from loops.models import LoopSignal, OrgMembership, SignalKind
 from loops.settings import loops_enabled
@@ -82,7 +83,10 @@ def emit_for_subject(
             "at": at,
         },
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    written = bool(result.rowcount)  # type: ignore[attr-defined]
+    if written:
+        observe.signals_recorded(kind.value)
+    return written
 
 
 def emit_many(
@@ -98,8 +102,10 @@ def emit_many(
     org_id = primary_org_id(user_id)
     if org_id is None:
         return
-    db.session.execute(
-        _insert_ignoring_duplicates(),
+    # RETURNING: a batched insert's rowcount is not reliable across drivers, and the
+    # count of rows written (duplicates dropped) is what observers are told.
+    result = db.session.execute(
+        _insert_ignoring_duplicates().returning(LoopSignal.id),
         [
             {
                 "org_id": org_id,
@@ -112,3 +118,4 @@ def emit_many(
             for subject_id, feature in subjects
         ],
     )
+    observe.signals_recorded(kind.value, len(result.all()))

@@ -19,6 +19,8 @@ from rq.registry import FailedJobRegistry
 
 from dashboard import create_app
 from loops import observe
+from loops.database import db
+from loops.models import Notification
 from loops.timeutil import utcnow
 from tests.support.dashboard import add_run
 from tests.support.live_server import LiveServer, start_gunicorn
@@ -79,6 +81,8 @@ def test_a_burst_of_reads_is_counted_per_route_template(client, make, api_as):
     # One series per route template, never per id.
     routes = {dict(labels).get("route", "") for _, labels in after}
     assert {r for r in routes if "/notifications/" in r} <= {READ_ROUTE, READ_ROUTE[:-5]}
+    # Seven first reads recorded seven ENGAGE signals; repeats and 404s none.
+    assert value(delta, "engagement_loops_signals_total", kind="ENGAGE", source="web") == 7
 
 
 def test_unknown_paths_share_one_route_label(client):
@@ -114,6 +118,51 @@ def test_tune_runs_by_state_with_durations(client, make):
     assert value(s, bucket, state="failed", le="+Inf") == 1
     total = value(s, "engagement_loops_tune_run_duration_seconds_sum", state="succeeded")
     assert total == pytest.approx(4.3, abs=0.01)
+
+
+def test_bulk_reads_and_created_notifications_count_their_signals(client, make, api_as):
+    admin, user = make.user(role="admin"), make.user()
+    make.member(user, make.org())
+    notes = [make.notification(user) for _ in range(4)]
+    before = scrape(client)
+    ids = [n.id for n in notes[:3]]
+    assert api_as(user).post("/api/v1/notifications/read", json={"ids": ids}).status_code == 200
+    body = {"user_id": user.id, "feature": "mention", "title": "Hi"}
+    assert api_as(admin).post("/api/v1/notifications", json=body).status_code == 201
+    after = scrape(client)
+
+    def signals(kind: str) -> float:
+        return value(after, "engagement_loops_signals_total", kind=kind, source="web") - value(
+            before, "engagement_loops_signals_total", kind=kind, source="web"
+        )
+
+    assert signals("ENGAGE") == 3
+    assert signals("DELIVER") == 1
+
+
+def test_held_notifications(client, make):
+    now = utcnow()
+    user = make.user()
+    for due in (now - timedelta(hours=2), now + timedelta(hours=1), now + timedelta(hours=3)):
+        db.session.add(
+            Notification(
+                user_id=user.id,
+                feature="report.ready",
+                title="Held",
+                created_at=now,
+                delivered_at=None,
+                deliver_at=due,
+            )
+        )
+    db.session.add(
+        Notification(
+            user_id=user.id, feature="mention", title="Delivered", created_at=now, delivered_at=now
+        )
+    )
+    db.session.commit()
+    s = scrape(client)
+    assert value(s, "engagement_loops_held_notifications") == 3
+    assert value(s, "engagement_loops_held_notifications_overdue") == 1
 
 
 def test_queue_depth_failed_jobs_and_workers(client, app, redis_conn):
@@ -256,6 +305,7 @@ def test_counts_add_up_over_several_gunicorn_workers(server, make):
     conn.close()
 
     assert requests_for(s, "POST", READ_ROUTE, "200") == 40, live.log()
+    assert value(s, "engagement_loops_signals_total", kind="ENGAGE", source="web") == 40
     # The counts came from more than one process (each writes files of its own), and
     # the stale file of a previous start was cleared rather than added in.
     writers = {p.name.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
