@@ -16,11 +16,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from rq.registry import FailedJobRegistry
+from sqlalchemy import func, select
 
 from dashboard import create_app
+from jobs.digest import run_digests
 from loops import observe
 from loops.database import db
-from loops.models import Notification
+from loops.models import LoopSignal, Notification
 from loops.timeutil import utcnow
 from tests.support.dashboard import add_run
 from tests.support.live_server import LiveServer, start_gunicorn
@@ -311,3 +313,44 @@ def test_counts_add_up_over_several_gunicorn_workers(server, make):
     writers = {p.name.rsplit("_", 1)[1] for p in metrics_dir.glob("counter_*.db")}
     assert len(writers) >= 2, writers
     assert "999999.db" not in writers
+
+
+def test_a_digest_run_in_a_worker_reaches_the_scrape(client, app, make):
+    """The digest job, run as a worker runs it (no request), reports through Redis."""
+
+    now = utcnow()
+    user = make.user()
+    make.member(user, make.org())
+    for _ in range(3):
+        db.session.add(
+            Notification(
+                user_id=user.id,
+                feature="report.ready",
+                title="Held",
+                created_at=now - timedelta(hours=3),
+                delivered_at=None,
+                deliver_at=now - timedelta(hours=1),
+            )
+        )
+    db.session.commit()
+    delivers_before = _deliver_rows()
+
+    outcome = run_digests(now)
+
+    assert (outcome.digests, outcome.items) == (1, 3)
+    s = scrape(client)
+    assert value(s, "engagement_loops_digest_runs_total", state="succeeded") == 1
+    assert value(s, "engagement_loops_digest_run_duration_seconds_count") == 1
+    written = _deliver_rows() - delivers_before
+    assert written >= 4  # the three items and the digest itself
+    assert value(s, "engagement_loops_signals_total", kind="DELIVER", source="jobs") == written
+    assert value(s, "engagement_loops_held_notifications") == 0
+
+
+def _deliver_rows() -> int:
+    db.session.rollback()
+    return int(
+        db.session.execute(
+            select(func.count()).select_from(LoopSignal).where(LoopSignal.kind == "DELIVER")
+        ).scalar_one()
+    )
