@@ -240,22 +240,38 @@ def mark_many_read(
     return len(firsts) + int(rereads)
 
 
+@dataclass(frozen=True)
+class NotificationPage:
+    items: list[Notification]
+    unread_count: int
+    # The ``before`` of the next page; None when this page is the last one.
+    next_before: int | None
+
+
 def list_for_user(
     user_id: int, *, unread_only: bool, limit: int, before: int | None
-) -> tuple[list[Notification], int]:
-    """The user's notifications, newest first by id, and their unread count."""
+) -> NotificationPage:
+    """One page of the user's notifications, newest first by id, and their unread count.
+
+    One row beyond ``limit`` is read to know whether another page follows, so a
+    page that ends exactly at the last notification does not point at an empty one.
+    """
     query = select(Notification).where(Notification.user_id == user_id, DELIVERED)
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
     if before is not None:
         query = query.where(Notification.id < before)
-    items = list(db.session.execute(query.order_by(Notification.id.desc()).limit(limit)).scalars())
+    rows = list(
+        db.session.execute(query.order_by(Notification.id.desc()).limit(limit + 1)).scalars()
+    )
+    items = rows[:limit]
     unread = db.session.execute(
         select(func.count())
         .select_from(Notification)
         .where(Notification.user_id == user_id, Notification.read_at.is_(None), DELIVERED)
     ).scalar_one()
-    return items, int(unread)
+    next_before = items[-1].id if len(rows) > limit else None
+    return NotificationPage(items, int(unread), next_before)
 
 
 @dataclass(frozen=True)

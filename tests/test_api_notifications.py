@@ -336,6 +336,41 @@ def test_list_newest_first_with_unread_count_and_paging(reader, make, api_as):
     assert all(n["read_at"] is None for n in unread["notifications"])
 
 
+@pytest.mark.parametrize(("count", "pages"), [(116, [116]), (117, [117]), (118, [117, 1])])
+def test_next_before_is_null_on_the_last_page(make, api_as, count, pages):
+    user = make.user(password=None)
+    for i in range(count):
+        make.notification(user, title=f"n{i}")
+    api = api_as(user)
+    seen, sizes, before = [], [], ""
+    while True:
+        page = api.get(f"/api/v1/notifications?limit=117{before}").get_json()
+        sizes.append(len(page["notifications"]))
+        seen += [n["title"] for n in page["notifications"]]
+        if page["next_before"] is None:
+            break
+        before = f"&before={page['next_before']}"
+    # Every page has something on it: a full last page does not lead to an empty one.
+    assert sizes == pages
+    assert seen == [f"n{i}" for i in reversed(range(count))]
+
+
+def test_a_json_body_sent_as_a_form_is_told_the_content_type(reader, api_as):
+    user, _ = reader
+    # What `curl -d '{"all": true}'` sends: a form's content type.
+    response = api_as(user).post(
+        "/api/v1/notifications/read",
+        data='{"all": true}',
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.get_json()["error"]["message"]
+    sent_right = api_as(user).post(
+        "/api/v1/notifications/read", data='{"all": true}', content_type="application/json"
+    )
+    assert sent_right.get_json() == {"marked": 0}
+
+
 @pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=x", "before=-3", "unread=maybe"])
 def test_list_rejects_bad_query(reader, api_as, query):
     user, _ = reader

@@ -228,7 +228,11 @@ def openapi_document() -> dict[str, Any]:
                                         "items": _ref("Notification"),
                                     },
                                     "unread_count": {"type": "integer"},
-                                    "next_before": {"type": ["integer", "null"]},
+                                    "next_before": {
+                                        "type": ["integer", "null"],
+                                        "description": "`before` for the next page; "
+                                        "null on the last page.",
+                                    },
                                 },
                             },
                             "A page of notifications and the caller's unread count.",
@@ -266,7 +270,10 @@ def openapi_document() -> dict[str, Any]:
                             "Created; `delivery` says whether it was delivered or held.",
                         )
                         | {"links": NEW_ID_LINKS},
-                        "400": _error("A field is invalid or names no user; `field` says which."),
+                        "400": _error(
+                            "A field is invalid or names no user (`field` says which), or the "
+                            "body is not JSON sent with `Content-Type: application/json`."
+                        ),
                         **ERRORS_AUTH,
                         "403": _error("The token's user is not an admin."),
                     },
@@ -312,7 +319,10 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "How many notifications were newly marked read.",
                         ),
-                        "400": _error("Malformed body, or more than 1,000 ids."),
+                        "400": _error(
+                            "Malformed body (not JSON sent with `Content-Type: "
+                            "application/json`), or more than 1,000 ids."
+                        ),
                         **ERRORS_AUTH,
                     },
                 },

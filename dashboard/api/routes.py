@@ -40,7 +40,12 @@ def _notification_id(raw: str) -> int:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
+    # curl -d sends a form's content type; such a body was parsed as a form, not JSON.
+    if not request.is_json:
+        raise ApiError(
+            400, "Send the body as JSON, with the header Content-Type: application/json."
+        )
+    body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
     return body
@@ -147,14 +152,14 @@ def list_notifications() -> ResponseReturnValue:
     limit = _query_int("limit", notifications.LIST_DEFAULT_LIMIT, 1, notifications.LIST_MAX_LIMIT)
     assert limit is not None
     before = _query_int("before", None, 1, MAX_ID)
-    items, unread = notifications.list_for_user(
+    page = notifications.list_for_user(
         current_api_user().id, unread_only=_query_bool("unread"), limit=limit, before=before
     )
     return jsonify(
         {
-            "notifications": [notifications.serialize(n) for n in items],
-            "unread_count": unread,
-            "next_before": items[-1].id if len(items) == limit else None,
+            "notifications": [notifications.serialize(n) for n in page.items],
+            "unread_count": page.unread_count,
+            "next_before": page.next_before,
         }
     )
 
