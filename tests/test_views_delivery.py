@@ -145,7 +145,7 @@ def test_calibrations_show_the_ratio_interval_as_a_range_and_the_estimate(
     cal = re.search(r'<tr[^>]*data-key="engagement-ratio:report.ready".*?</tr>', html, re.S)
     assert cal
     assert 'class="range-bar"' in cal.group(0) and "2.7%\u20139.0%" in cal.group(0)
-    assert re.search(r'class="num hide-sm estimate">\d+\.\d%<', cal.group(0))
+    assert re.search(r'class="muted small estimate">estimate \d+\.\d%<', cal.group(0))
     rate = re.search(r'<tr[^>]*data-key="engagement-rate:report.ready".*?</tr>', html, re.S)
     assert rate and "range-bar" not in rate.group(0)
 
@@ -316,10 +316,11 @@ def test_enforced_tenant_shows_holdout_vs_treated_lift_in_plain_words(
     holdout = re.search(r'<tr data-arm="holdout">.*?</tr>', lift, re.S)
     treated = re.search(r'<tr data-arm="treated">.*?</tr>', lift, re.S)
     assert holdout and treated
-    assert "<strong>25.0%</strong>" in holdout.group(0) and ">20<" in holdout.group(0)
+    assert "<strong>25.0%</strong>" in holdout.group(0) and "n=20<" in holdout.group(0)
+    assert "5 of 20" in holdout.group(0)
     assert "[11.2%\u201346.9%]" in holdout.group(0)
-    assert "<strong>50.0%</strong>" in treated.group(0) and ">200<" in treated.group(0)
-    assert "difference +25.0 points" in lift
+    assert "<strong>50.0%</strong>" in treated.group(0) and "100 of 200" in treated.group(0)
+    assert "difference, treated vs holdout: <strong>+25.0 points</strong>" in lift
     assert (
         "Treated users read 25 points more of report.ready than the holdout; "
         "the intervals overlap, so this is not yet conclusive." in lift

@@ -112,10 +112,13 @@ class PolicyRow:
 
     @property
     def pin_modes(self) -> list[str]:
-        """The modes an admin may pin this feature to (digests are never digested)."""
+        """The modes an admin may pin this feature to (digests are never digested); not the
+        one it is already pinned to, which would change nothing."""
         if self.feature == DIGEST_FEATURE:
-            return [DeliveryMode.IMMEDIATE.value]
-        return [m.value for m in DeliveryMode]
+            modes = [DeliveryMode.IMMEDIATE.value]
+        else:
+            modes = [m.value for m in DeliveryMode]
+        return [m for m in modes if not (self.pinned and m == self.mode)]
 
 
 def policy_row(p: DeliveryPolicy, threshold: float) -> PolicyRow:
