@@ -56,6 +56,8 @@ def test_admin_enforces_a_tenant_and_pins_a_feature_without_a_reload(
     expect(section.locator("[data-state='enforced']")).to_have_count(1)
     expect(section.get_by_role("status")).to_contain_text("is enforced.")
     expect(section.get_by_role("button", name="Switch to shadow")).to_be_visible()
+    # Focus stays on the toggle across the swap, so a keyboard user is not thrown to the top.
+    expect(page.locator("#delivery-enforce")).to_be_focused()
 
     row = section.locator(f"tr[data-feature='{FEATURE}']")
     row.get_by_role("button", name=f"Pin {FEATURE} to digest").click()
