@@ -10,7 +10,6 @@ formatter redacts its output once more, since it renders tracebacks itself.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any
 
@@ -76,8 +75,9 @@ class _AppHandler(logging.StreamHandler):
 
 def configure_logging(app: Flask) -> None:
     """Log to stderr in LOG_FORMAT, at LOG_LEVEL, unless the process configured logging itself."""
-    level = str(app.config.get("LOG_LEVEL") or os.environ.get("LOG_LEVEL", "INFO")).upper()
-    log_format = str(app.config.get("LOG_FORMAT") or "text")
+    # Both were read and validated at start (loops.settings), typed.
+    level: str = app.config["LOG_LEVEL"]
+    log_format: str = app.config["LOG_FORMAT"]
     root = logging.getLogger()
     ours = [h for h in root.handlers if isinstance(h, _AppHandler)]
     if ours:
