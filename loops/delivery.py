@@ -20,13 +20,14 @@ from loops.policy_rules import (
     in_holdout,
     next_digest_time,
 )
+from loops.settings import (
+    DEFAULT_DIGEST_HOUR_UTC,
+    DEFAULT_POLICY_DIGEST_BELOW,
+    DEFAULT_POLICY_HOLDOUT_PERCENT,
+)
 from loops.signals import primary_org_id
 from loops.stats import wilson_interval
 from loops.timeutil import iso
-
-DEFAULT_DIGEST_BELOW = 0.2
-DEFAULT_HOLDOUT_PERCENT = 10
-DEFAULT_DIGEST_HOUR_UTC = 9
 
 
 class PolicyError(ValueError):
@@ -37,16 +38,17 @@ class PolicyError(ValueError):
 class PolicySettings:
     """The policy's knobs (POLICY_DIGEST_BELOW, POLICY_HOLDOUT_PERCENT, DIGEST_HOUR_UTC)."""
 
-    digest_below: float = DEFAULT_DIGEST_BELOW
-    holdout_percent: int = DEFAULT_HOLDOUT_PERCENT
+    digest_below: float = DEFAULT_POLICY_DIGEST_BELOW
+    holdout_percent: int = DEFAULT_POLICY_HOLDOUT_PERCENT
     digest_hour_utc: int = DEFAULT_DIGEST_HOUR_UTC
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
+        # Typed and range-checked once, at start (loops.settings).
         return cls(
-            digest_below=float(config.get("POLICY_DIGEST_BELOW", DEFAULT_DIGEST_BELOW)),
-            holdout_percent=int(config.get("POLICY_HOLDOUT_PERCENT", DEFAULT_HOLDOUT_PERCENT)),
-            digest_hour_utc=int(config.get("DIGEST_HOUR_UTC", DEFAULT_DIGEST_HOUR_UTC)),
+            digest_below=config["POLICY_DIGEST_BELOW"],
+            holdout_percent=config["POLICY_HOLDOUT_PERCENT"],
+            digest_hour_utc=config["DIGEST_HOUR_UTC"],
         )
 
 

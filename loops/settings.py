@@ -37,6 +37,11 @@ DEFAULT_SWEEP_INTERVAL_S = 15.0
 # per tenant). Fewer, larger jobs cut per-job queue overhead at 1,000 tenants.
 DEFAULT_BATCH_SIZE = 50
 DEFAULT_ROLLUP_REFRESH_INTERVAL_S = 300
+# The delivery policy: digest below this engagement ratio, hold out this share of
+# users, deliver digests at this hour (UTC).
+DEFAULT_POLICY_DIGEST_BELOW = 0.2
+DEFAULT_POLICY_HOLDOUT_PERCENT = 10
+DEFAULT_DIGEST_HOUR_UTC = 9
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -139,9 +144,9 @@ class Settings(BaseSettings):
     # TEST-ONLY: each digest sleeps this long with its items claimed but not committed.
     DIGEST_TEST_DELAY_S: float = Field(default=0.0, ge=0)
 
-    POLICY_DIGEST_BELOW: float = Field(default=0.2, gt=0, lt=1)
-    POLICY_HOLDOUT_PERCENT: int = Field(default=10, ge=0, le=100)
-    DIGEST_HOUR_UTC: int = Field(default=9, ge=0, le=23)
+    POLICY_DIGEST_BELOW: float = Field(default=DEFAULT_POLICY_DIGEST_BELOW, gt=0, lt=1)
+    POLICY_HOLDOUT_PERCENT: int = Field(default=DEFAULT_POLICY_HOLDOUT_PERCENT, ge=0, le=100)
+    DIGEST_HOUR_UTC: int = Field(default=DEFAULT_DIGEST_HOUR_UTC, ge=0, le=23)
     SIGNAL_RETENTION_DAYS: int = Field(default=400, ge=0)  # 0 keeps signals forever
 
     DB_POOL_SIZE: int = Field(default=10, ge=1)
