@@ -8,9 +8,17 @@ from loops import calibrations
 PERFORM_RUNS_FUNC = "jobs.tune_engagement.perform_runs"
 SCHEDULED_FUNC = "jobs.runs.enqueue_scheduled_runs"
 DIGEST_FUNC = "jobs.digest.deliver_due_digests"
+MAINTENANCE_FUNC = "jobs.maintenance.run_maintenance"
 
 # Held notifications fall due on the hour (DIGEST_HOUR_UTC:00): the digest job runs hourly.
 DIGEST_CRON = "0 * * * *"
+
+# Daily signal maintenance (prune old signals, create partitions ahead): at a quiet
+# hour, off the full hour so it does not start together with the digest.
+MAINTENANCE_CRON = "17 3 * * *"
+# Dropping a month partition waits for its lock and may first recount a month of
+# signals into the daily counts: give it longer than a scheduled job's default.
+MAINTENANCE_TIMEOUT_S = 3600
 
 # RQ job ids may hold only letters, digits, "_" and "-".
 RUN_JOB_PREFIX = "tune-runs-"

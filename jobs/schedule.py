@@ -1,6 +1,7 @@
 """Periodic jobs on rq-scheduler: declared in one list, reconciled at start, kept alive.
 
-The weekly tune (TUNE_ENGAGEMENT_CRON) and the hourly digest. Each job's id is derived
+The weekly tune (TUNE_ENGAGEMENT_CRON), the hourly digest and the daily signal
+maintenance. Each job's id is derived
 from its definition, so reconciling adds what is missing, keeps what is unchanged and
 cancels what is stale (a changed cron is a new id); any number of schedulers may
 start at once.
@@ -51,6 +52,7 @@ class Periodic:
 
 TUNE = "tune-engagement"
 DIGEST = "digest"
+MAINTENANCE = "maintenance"
 
 
 def periodic_jobs(tune_cron: str) -> list[Periodic]:
@@ -68,6 +70,13 @@ def periodic_jobs(tune_cron: str) -> list[Periodic]:
             constants.DIGEST_FUNC,
             constants.DIGEST_CRON,
             f"deliver due digests ({constants.DIGEST_CRON} UTC)",
+        ),
+        Periodic(
+            MAINTENANCE,
+            constants.MAINTENANCE_FUNC,
+            constants.MAINTENANCE_CRON,
+            f"prune old signals, create partitions ahead ({constants.MAINTENANCE_CRON} UTC)",
+            timeout_s=constants.MAINTENANCE_TIMEOUT_S,
         ),
     ]
 

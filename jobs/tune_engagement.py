@@ -43,6 +43,7 @@ from loops.models import (
     SignalKind,
     TuneRun,
 )
+from loops.partitions import once_guard
 from loops.policy_rules import Evidence
 from loops.signals import loops_on
 from loops.stats import fit_beta_prior, shrunk_estimate, wilson_interval
@@ -168,25 +169,39 @@ def _rate_statement() -> Any:
     )
 
 
-def _ratio_statement() -> Any:
+def _ratio_statement(postgres: bool) -> Any:
     delivered = aliased(LoopSignal)
-    read = aliased(LoopSignal)
-    # A correlated EXISTS, not a join: each delivery is one probe of the unique
-    # (kind, subject_id) index, so a batch costs what its own deliveries cost.
+    # A correlated EXISTS, not a join: each delivery is one probe of the exactly-once
+    # (kind, subject_id) key, so a batch costs what its own deliveries cost.
     # As a join, PostgreSQL hashes every ENGAGE row of the table for each batch.
-    first_read = (
-        select(literal_column("1"))
-        .where(
-            # Literal kinds, repeating the partial unique index's predicate:
-            # SQLite uses uq_loop_signals_once_per_subject only when the query
-            # states that predicate verbatim (and not through bound parameters).
-            read.kind.in_([literal_column(f"'{k}'") for k in ONCE_PER_SUBJECT_KINDS]),
-            read.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
-            read.subject_id == delivered.subject_id,
-            read.created_at < _NOW,
+    if postgres:
+        # The exactly-once guard: one primary-key probe carrying created_at
+        # (index-only), where loop_signals itself would be one probe per partition.
+        claim = once_guard.c
+        first_read = (
+            select(literal_column("1"))
+            .where(
+                claim.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
+                claim.subject_id == delivered.subject_id,
+                claim.created_at < _NOW,
+            )
+            .exists()
         )
-        .exists()
-    )
+    else:
+        read = aliased(LoopSignal)
+        first_read = (
+            select(literal_column("1"))
+            .where(
+                # Literal kinds, repeating the partial unique index's predicate:
+                # SQLite uses uq_loop_signals_once_per_subject only when the query
+                # states that predicate verbatim (and not through bound parameters).
+                read.kind.in_([literal_column(f"'{k}'") for k in ONCE_PER_SUBJECT_KINDS]),
+                read.kind == literal_column(f"'{SignalKind.ENGAGE.value}'"),
+                read.subject_id == delivered.subject_id,
+                read.created_at < _NOW,
+            )
+            .exists()
+        )
     return (
         select(
             delivered.org_id,
@@ -207,7 +222,7 @@ def _ratio_statement() -> Any:
 
 # Built once: compiled once per process and cached, whatever the batch.
 _RATE = _rate_statement()
-_RATIO = _ratio_statement()
+_RATIO = {"postgresql": _ratio_statement(postgres=True), "sqlite": _ratio_statement(postgres=False)}
 
 
 def compute_batch(
@@ -224,7 +239,8 @@ def compute_batch(
     out: dict[int, list[FeatureCalibration]] = {org_id: [] for org_id in org_ids}
     if not org_ids:
         return out
-    if db.session.get_bind().dialect.name == "postgresql":
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
         db.session.execute(text(f"SET LOCAL work_mem = '{constants.AGGREGATE_WORK_MEM}'"))
     params = {"orgs": list(org_ids), "since": now - timedelta(days=lookback_days), "now": now}
     for org_id, feature, count, users in db.session.execute(_RATE, params):
@@ -236,7 +252,7 @@ def compute_batch(
                 distinct_users=int(users),
             )
         )
-    for org_id, feature, sent, engaged, users in db.session.execute(_RATIO, params):
+    for org_id, feature, sent, engaged, users in db.session.execute(_RATIO[dialect], params):
         out[int(org_id)].append(
             FeatureCalibration(
                 key=f"{constants.RATIO_PREFIX}{feature}",

@@ -41,8 +41,9 @@ class SignalKind(StrEnum):
     DELIVER = "DELIVER"
 
 
-# Kinds recorded at most once per subject (notification); a partial unique
-# index makes that a database guarantee, whatever the code path.
+# Kinds recorded at most once per subject (notification); the database guarantees
+# it whatever the code path (SQLite: a partial unique index; PostgreSQL: the
+# loop_signal_once guard, see loops/partitions.py).
 ONCE_PER_SUBJECT_KINDS = (SignalKind.ENGAGE.value, SignalKind.DELIVER.value)
 
 
@@ -197,6 +198,11 @@ class Notification(db.Model):  # type: ignore[name-defined]
 
 
 class LoopSignal(db.Model):  # type: ignore[name-defined]
+    """One signal. On PostgreSQL the table is partitioned by month of created_at
+    (migration 0007, loops/partitions.py): its primary key there is (id, created_at),
+    and exactly-once ENGAGE/DELIVER is kept by the loop_signal_once guard instead of
+    the unique index below, which SQLite keeps."""
+
     __tablename__ = "loop_signals"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -222,18 +228,16 @@ class LoopSignal(db.Model):  # type: ignore[name-defined]
             "user_id",
             "subject_id",
         ),
-        # Exactly-once ENGAGE/DELIVER per notification, enforced by the database.
-        # The tune probes it once per delivery; on PostgreSQL created_at makes that
-        # probe index-only (SQLite: ix_loop_signals_engage_subject below).
+        # SQLite: exactly-once ENGAGE/DELIVER per notification, enforced by the
+        # database. (PostgreSQL: a partitioned table's unique index must include
+        # created_at, so the loop_signal_once guard does this there.)
         Index(
             "uq_loop_signals_once_per_subject",
             "kind",
             "subject_id",
             unique=True,
-            postgresql_include=["created_at"],
-            postgresql_where=text("kind IN ('ENGAGE', 'DELIVER')"),
             sqlite_where=text("kind IN ('ENGAGE', 'DELIVER')"),
-        ),
+        ).ddl_if(dialect="sqlite"),
         # SQLite only (migration 0004): the first-read probe, index-only.
         Index(
             "ix_loop_signals_engage_subject",
@@ -242,6 +246,21 @@ class LoopSignal(db.Model):  # type: ignore[name-defined]
             sqlite_where=text("kind = 'ENGAGE'"),
         ).ddl_if(dialect="sqlite"),
     )
+
+
+class SignalPrune(db.Model):  # type: ignore[name-defined]
+    """One prune of old signals. The highest cutoff is where complete raw signals begin:
+    days before it are never recounted into the daily counts."""
+
+    __tablename__ = "loop_signal_prunes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Signals created before this instant were (or are being) removed.
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    signals_removed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    partitions_dropped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SignalDailyCount(db.Model):  # type: ignore[name-defined]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Date, String, bindparam, cast, delete, func, select, tuple_, type_coerce
 
 from loops.database import db, dialect_insert
-from loops.models import LoopSignal, Organization, SignalDailyCount
+from loops.models import LoopSignal, Organization, SignalDailyCount, SignalPrune
 from loops.timeutil import UTC
 
 log = logging.getLogger(__name__)
@@ -107,21 +107,37 @@ def _from_day(counts: Counts, since: date) -> Counts:
     return {key: n for key, n in counts.items() if key[2] >= since}
 
 
+def complete_from() -> date | None:
+    """The first day whose raw signals are all still there (None: nothing was ever pruned).
+
+    A prune records its cutoff (a UTC midnight) before it removes anything; the
+    highest one recorded is where complete days begin.
+    """
+    cutoff = db.session.execute(select(func.max(SignalPrune.cutoff))).scalar()
+    return None if cutoff is None else cutoff.date()
+
+
 def pending(since: Mapping[int, date], until: date | None = None) -> dict[int, Changes]:
     """Per tenant, what recounting from its own ``since`` day would change.
 
-    Rows to upsert and rows to delete (see ``changes``); two reads for all the
-    tenants together, nothing written.
+    Rows to upsert and rows to delete (see ``changes``); a few reads for all the
+    tenants together, nothing written. Days before ``complete_from()`` are never
+    recounted: their signals were pruned, and a recount would erase their counts.
     """
     if not since:
         return {}
     org_ids = list(since)
-    earliest = min(since.values())
+    floor = complete_from() or date.min
+    earliest = max(min(since.values()), floor)
     recounted = recount(org_ids, earliest, until)
     current = stored(org_ids, earliest, until)
+    # Read again after the recount: a prune that began meanwhile recorded its cutoff
+    # before removing a row, so a recount that saw rows missing sees that cutoff here.
+    floor = max(floor, complete_from() or date.min)
     return {
         org_id: changes(
-            _from_day(current[org_id], since[org_id]), _from_day(recounted[org_id], since[org_id])
+            _from_day(current[org_id], max(since[org_id], floor)),
+            _from_day(recounted[org_id], max(since[org_id], floor)),
         )
         for org_id in org_ids
     }

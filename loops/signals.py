@@ -36,8 +36,9 @@ def primary_org_id(user_id: int) -> int | None:
 
 
 def _insert_ignoring_duplicates() -> Insert:
-    """The exactly-once insert: the partial unique index on (kind, subject_id) drops a
-    second ENGAGE or DELIVER for one notification instead of raising."""
+    """The exactly-once insert: a second ENGAGE or DELIVER for one notification is dropped
+    instead of raising (SQLite: by the partial unique index on (kind, subject_id);
+    PostgreSQL: by the loop_signal_once guard's trigger, see loops.partitions)."""
     return dialect_insert(LoopSignal.__table__).on_conflict_do_nothing()
 
 
@@ -70,7 +71,7 @@ def emit_for_subject(
     """Record one ``kind`` signal for a notification, attributed to the user's primary org.
 
     One INSERT … SELECT: no membership inserts nothing, and a second signal of
-    the same kind for the same subject is dropped by the unique index. Runs in
+    the same kind for the same subject is dropped by the database. Runs in
     the caller's transaction. Returns True when a row was written.
     """
     result = db.session.execute(
@@ -82,6 +83,9 @@ def emit_for_subject(
             "subject_id": subject_id,
             "at": at,
         },
+        # An INSERT's rowcount is not kept once its cursor closes unless asked for
+        # (it reads -1, which is true, and a dropped duplicate counted as written).
+        execution_options={"preserve_rowcount": True},
     )
     written = bool(result.rowcount)  # type: ignore[attr-defined]
     if written:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from jobs.exceptions import InvalidSchedule
 from jobs.schedule import (
     DIGEST,
+    MAINTENANCE,
     SCHEDULED_JOBS_KEY,
     TUNE,
     AppScheduler,
@@ -33,6 +34,7 @@ from tests.support.jobs import NOW, proc_output, work_burst
 WEEKLY = "30 5 * * 1"
 QUEUE = "engagement"
 DIGEST_ID = periodic_jobs(WEEKLY)[1].job_id(QUEUE)
+MAINTENANCE_ID = periodic_jobs(WEEKLY)[2].job_id(QUEUE)
 DOWN = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
 
 
@@ -68,7 +70,12 @@ def test_other_apps_schedules_are_left_alone(app, redis_conn) -> None:
     reconcile(redis_conn, WEEKLY, QUEUE, now=NOW)
     reconcile(redis_conn, "0 6 * * 2", QUEUE, now=NOW)
     ids = {m.decode() for m in redis_conn.zrange(SCHEDULED_JOBS_KEY, 0, -1)}
-    assert ids == {"someone-elses-job", schedule_job_id("0 6 * * 2", QUEUE), DIGEST_ID}
+    assert ids == {
+        "someone-elses-job",
+        schedule_job_id("0 6 * * 2", QUEUE),
+        DIGEST_ID,
+        MAINTENANCE_ID,
+    }
 
 
 def test_a_missing_job_record_is_re_added(app, redis_conn) -> None:
@@ -165,9 +172,10 @@ def test_starting_rq_scheduler_twice_and_with_a_changed_cron_keeps_one_job(
         assert cron == env.get("TUNE_ENGAGEMENT_CRON", WEEKLY)
     # Registered in UTC even though that scheduler's machine said Tokyo.
     assert (next_run.weekday(), next_run.hour, next_run.minute) == (1, 6, 0)
-    # One weekly tune and one hourly digest, whatever the restarts.
-    assert redis_conn.zcard(SCHEDULED_JOBS_KEY) == 2
+    # One weekly tune, one hourly digest and one daily maintenance, whatever the restarts.
+    assert redis_conn.zcard(SCHEDULED_JOBS_KEY) == 3
     assert len(scheduled_jobs(redis_conn, DIGEST)) == 1
+    assert len(scheduled_jobs(redis_conn, MAINTENANCE)) == 1
 
 
 def test_rq_scheduler_refuses_a_bad_cron_in_one_line(app, runner) -> None:
@@ -181,9 +189,13 @@ def test_rq_scheduler_refuses_a_bad_cron_in_one_line(app, runner) -> None:
 def test_the_hourly_digest_is_scheduled_beside_the_tune_once(app, redis_conn) -> None:
     first = reconcile_all(redis_conn, periodic_jobs(WEEKLY), QUEUE, now=NOW)
     again = reconcile_all(redis_conn, periodic_jobs("0 6 * * 2"), QUEUE, now=NOW)
-    assert [r.added for r in first] == [True, True]
-    # A changed tune cron replaces the tune only; the digest is kept as it was.
-    assert [(r.name, r.added) for r in again] == [(TUNE, True), (DIGEST, False)]
+    assert [r.added for r in first] == [True, True, True]
+    # A changed tune cron replaces the tune only; the others are kept as they were.
+    assert [(r.name, r.added) for r in again] == [
+        (TUNE, True),
+        (DIGEST, False),
+        (MAINTENANCE, False),
+    ]
     [(job_id, next_run, cron)] = scheduled_jobs(redis_conn, DIGEST)
     assert job_id == DIGEST_ID and cron == "0 * * * *"
     assert next_run == datetime(2026, 11, 23, 13, 0, tzinfo=UTC)

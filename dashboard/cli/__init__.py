@@ -9,7 +9,7 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from dashboard.cli import accounts, demo, jobs, policy
+    from dashboard.cli import accounts, demo, jobs, policy, signals
 
-    for part in (accounts, jobs, demo, policy):
+    for part in (accounts, jobs, demo, policy, signals):
         part.init_app(app)
