@@ -30,7 +30,21 @@ errorlog = "-"
 # (TRUSTED_PROXY_COUNT, applied with werkzeug's ProxyFix): gunicorn believes none, not
 # even loopback's, so a forged X-Forwarded-Proto changes nothing when no proxy is trusted.
 forwarded_allow_ips = ""
-if os.environ.get("LOG_FORMAT") == "json":
+# Each worker loads the app itself, after the fork: nothing the app makes as it loads
+# (database pools, Redis clients, the health probe's thread) is shared across a fork.
+# Bad settings still stop the master at once (check_environment below).
+preload_app = False
+
+# Bad settings stop gunicorn here, in the master, with one line naming the variable and
+# exit status 1: a worker that fails to load the app would only be forked again.
+from dashboard.config import ConfigError, check_environment  # noqa: E402
+
+try:
+    _settings = check_environment()
+except ConfigError as exc:
+    raise SystemExit(f"error: {exc}") from None
+
+if _settings.LOG_FORMAT == "json":
     # gunicorn's own lines (start, workers, access log) as JSON too, like the app's.
     logconfig_dict = {
         # The app installs its own root handler (dashboard.logs), in the same format.
@@ -48,19 +62,6 @@ if os.environ.get("LOG_FORMAT") == "json":
             for name in ("gunicorn.error", "gunicorn.access")
         },
     }
-# Each worker loads the app itself, after the fork: nothing the app makes as it loads
-# (database pools, Redis clients, the health probe's thread) is shared across a fork.
-# Bad settings still stop the master at once (check_environment below).
-preload_app = False
-
-# Bad settings stop gunicorn here, in the master, with one line naming the variable and
-# exit status 1: a worker that fails to load the app would only be forked again.
-from dashboard.config import ConfigError, check_environment  # noqa: E402
-
-try:
-    check_environment()
-except ConfigError as exc:
-    raise SystemExit(f"error: {exc}") from None
 
 
 def on_starting(server: Any) -> None:
