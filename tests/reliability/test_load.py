@@ -53,7 +53,13 @@ def _seed() -> list[tuple[str, list[int]]]:
     tokens = [create_token(user)[1] for user in users]
     features = ("mention", "digest", "comment", "assign")
     rows = [
-        {"user_id": u.id, "feature": features[n % 4], "title": f"n{n}", "created_at": now}
+        {
+            "user_id": u.id,
+            "feature": features[n % 4],
+            "title": f"n{n}",
+            "created_at": now,
+            "delivered_at": now,
+        }
         for u in users
         for n in range(PER_USER)
     ]

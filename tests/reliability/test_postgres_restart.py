@@ -41,7 +41,13 @@ def _seed() -> tuple[str, list[int]]:
     db.session.execute(
         sa.insert(Notification),
         [
-            {"user_id": user.id, "feature": f"f{i % 5}", "title": f"n{i}", "created_at": now}
+            {
+                "user_id": user.id,
+                "feature": f"f{i % 5}",
+                "title": f"n{i}",
+                "created_at": now,
+                "delivered_at": now,
+            }
             for i in range(NOTIFICATIONS)
         ],
     )
