@@ -21,10 +21,10 @@ the primary key, exactly as they did in the unique index. The guard also answers
 the tune's "was this delivery first-read before now" as a primary-key lookup that
 carries created_at (index-only).
 
-Partitions are created by ATTACH (a SHARE UPDATE EXCLUSIVE lock on the parent, so
-reads and writes go on) and dropped with a short lock_timeout, retried: dropping a
-partition needs an ACCESS EXCLUSIVE lock on the parent, and a DDL statement waiting
-for a lock makes every later mark-read wait behind it.
+A partition is created as a plain table and ATTACHed, with inserts into loop_signals
+held for those milliseconds (reads go on); it is dropped with an ACCESS EXCLUSIVE
+lock on the parent. Both run under a short lock_timeout and are retried: a DDL
+statement waiting for a lock makes every later mark-read wait behind it.
 """
 
 from __future__ import annotations
@@ -214,6 +214,11 @@ def create_month(month: datetime) -> int:
 
     def step() -> None:
         nonlocal moved
+        # Inserts into loop_signals wait (reads go on) until the partition is attached:
+        # an insert routed to the default partition while its rows move out would
+        # break the new partition's bounds (and fail). Milliseconds, for a month
+        # whose rows are not in the default partition.
+        db.session.execute(text(f"LOCK TABLE {PARENT} IN SHARE ROW EXCLUSIVE MODE"))
         db.session.execute(
             text(
                 f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS) WITH ({PARTITION_OPTIONS})"

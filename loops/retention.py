@@ -164,12 +164,21 @@ def _prune_partitions(
     dry_run: bool,
     report: Progress,
 ) -> PruneOutcome:
-    to_create = _months_to_create(now, cutoff)
-    created = tuple(partitions.partition_name(m) for m in to_create)
+    have = {p.start for p in partitions.partitions() if p.start is not None}
+    ahead = [m for m in partitions.months_wanted(now) if m not in have]
+    # Rows waiting in the default partition get their month's partition, unless they
+    # are old enough to be pruned (those are deleted first, below).
+    since = cutoff or datetime.min.replace(tzinfo=UTC)
+    strays = [m for m in partitions.default_months(since) if m not in have and m not in ahead]
+    db.session.rollback()
+    created = tuple(partitions.partition_name(m) for m in sorted(ahead + strays))
     if not dry_run:
-        for month in to_create:
+        for month in ahead:
             partitions.create_month(month)
     if cutoff is None:
+        if not dry_run:
+            for month in strays:
+                partitions.create_month(month)
         return PruneOutcome(retention_days, created=created, partitioned=True, dry_run=dry_run)
 
     existing = partitions.partitions()
@@ -191,38 +200,26 @@ def _prune_partitions(
     if dry_run:
         return outcome
 
-    oldest = _oldest_to_remove(expired, in_default, cutoff)
+    oldest = _oldest_to_remove(expired, in_default)
     if oldest is not None:
         _close_books(oldest.date(), cutoff.date() - timedelta(days=1))
     prune_id = _record(cutoff)
+    report(0, total)
     done = 0
-    report(done, total)
+    if in_default:
+        done = _delete_in_batches(partitions.DEFAULT_PARTITION, cutoff, lambda n: report(n, total))
+    for month in strays:
+        partitions.create_month(month)
     for partition, count in zip(expired, counts, strict=True):
         partitions.drop(partition)
         done += count
         report(done, total)
-    if in_default:
-        _delete_in_batches(partitions.DEFAULT_PARTITION, cutoff, lambda n: report(done + n, total))
     _forget_claims(cutoff)
-    _finish(prune_id, total, len(expired))
-    return outcome
+    _finish(prune_id, done, len(expired))
+    return replace(outcome, removed=done)
 
 
-def _months_to_create(now: datetime, cutoff: datetime | None) -> list[datetime]:
-    """Months whose partition is missing: the current one and those ahead, and any month
-    not yet due for pruning that has rows waiting in the default partition."""
-    have = {p.start for p in partitions.partitions() if p.start is not None}
-    since = (
-        partitions.month_start(cutoff) if cutoff is not None else datetime.min.replace(tzinfo=UTC)
-    )
-    wanted = set(partitions.months_wanted(now)) | set(partitions.default_months(since))
-    db.session.rollback()
-    return sorted(m for m in wanted if m not in have)
-
-
-def _oldest_to_remove(
-    expired: list[Partition], in_default: int, cutoff: datetime
-) -> datetime | None:
+def _oldest_to_remove(expired: list[Partition], in_default: int) -> datetime | None:
     starts = [p.start for p in expired if p.start is not None]
     if in_default:
         oldest_default = db.session.execute(
