@@ -37,6 +37,8 @@ from loops.models import (
     ACTIVE_RUN_STATES,
     ONCE_PER_SUBJECT_KINDS,
     Calibration,
+    CalibrationHistory,
+    DeliveryPolicy,
     LoopSignal,
     Organization,
     RunState,
@@ -422,7 +424,8 @@ def _write(
                 for c in computed
             ],
         )
-        _decide_delivery(org_id, run_id, computed, now)
+        decisions = _decide_delivery(org_id, run_id, computed, now)
+        _append_history(org_id, run_id, computed, now, window, decisions)
     delay = settings.test_delay_s()
     if delay > 0:
         # TEST-ONLY hook (TUNE_TEST_DELAY_S): stall with the tenant's calibrations
@@ -433,16 +436,51 @@ def _write(
 
 def _decide_delivery(
     org_id: int, run_id: int, computed: list[FeatureCalibration], now: datetime
-) -> None:
-    """Each measured feature's delivery mode, in the tenant's transaction."""
+) -> dict[str, DeliveryPolicy]:
+    """Each measured feature's delivery mode, in the tenant's transaction (by feature)."""
     evidence = [
         (c.feature, Evidence(c.value, c.interval[0], c.interval[1], c.sample_size))
         for c in computed
         if c.is_ratio and c.interval is not None
     ]
-    if evidence:
-        threshold = PolicySettings.from_config(current_app.config).digest_below
-        decide_for_tenant(org_id, run_id, evidence, threshold, now)
+    if not evidence:
+        return {}
+    threshold = PolicySettings.from_config(current_app.config).digest_below
+    return {p.feature: p for p in decide_for_tenant(org_id, run_id, evidence, threshold, now)}
+
+
+def _append_history(
+    org_id: int,
+    run_id: int,
+    computed: list[FeatureCalibration],
+    now: datetime,
+    window: int,
+    decisions: dict[str, DeliveryPolicy],
+) -> None:
+    """One history row per value written (one executemany), ratio rows with their decision."""
+    rows = []
+    for c in computed:
+        decision = decisions.get(c.feature) if c.is_ratio else None
+        rows.append(
+            {
+                "org_id": org_id,
+                "key": c.key,
+                "value": c.value,
+                "sample_size": c.sample_size,
+                "window_days": window,
+                "engaged": c.engaged,
+                "interval_low": c.interval[0] if c.interval else None,
+                "interval_high": c.interval[1] if c.interval else None,
+                "estimate": c.estimate,
+                "run_id": run_id,
+                "computed_at": now,
+                "mode": decision.mode if decision else None,
+                "mode_reason": decision.reason if decision else None,
+                # A decision that changes the mode (or is the first) restarts mode_since.
+                "mode_changed": (as_utc(decision.mode_since) == as_utc(now)) if decision else None,
+            }
+        )
+    db.session.execute(CalibrationHistory.__table__.insert(), rows)
 
 
 # --- per-tenant orchestration ------------------------------------------------

@@ -308,6 +308,47 @@ class Calibration(db.Model):  # type: ignore[name-defined]
     __table_args__ = (UniqueConstraint("org_id", "key", name="uq_loop_calibrations_org_key"),)
 
 
+class CalibrationHistory(db.Model):  # type: ignore[name-defined]
+    """Every value a run wrote, kept: one row per calibration per run (loop_calibrations
+    holds only the latest). Ratio rows also carry the delivery mode the run decided."""
+
+    __tablename__ = "loop_calibration_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+    sample_size: Mapped[int] = mapped_column(Integer)
+    window_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    engaged: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interval_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    interval_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    estimate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # No foreign key: run rows may be cleaned up while the values they wrote are kept.
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The delivery decision the same run made for the feature (ratio rows only), and
+    # whether it changed the mode.
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    mode_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mode_changed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+    __table_args__ = (
+        # A tenant's history of each key (the tenant page's charts, a run's "before").
+        Index("ix_loop_calibration_history_org_key_time", "org_id", "key", "computed_at"),
+        # A feature's pooled ratio week by week across tenants, from the index alone.
+        Index(
+            "ix_loop_calibration_history_key_time",
+            "key",
+            "computed_at",
+            "engaged",
+            "sample_size",
+        ),
+        # What one run wrote (the run page).
+        Index("ix_loop_calibration_history_run_id", "run_id"),
+    )
+
+
 class DeliveryPolicy(db.Model):  # type: ignore[name-defined]
     """How one tenant's notifications of one feature are delivered, and why."""
 
