@@ -47,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from dashboard.api import routes as api
     from dashboard.extensions import csrf, db, login_manager, migrate
     from dashboard.web import admin_rq, auth, delivery, views
+    from dashboard.web import features as insight
     from loops import read_fastpath, redis_conn
 
     db.init_app(app)
@@ -69,5 +70,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(delivery.bp)
+    app.register_blueprint(insight.bp)
     cli.init_app(app)
     return app

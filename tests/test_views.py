@@ -390,10 +390,16 @@ def test_preview_shows_what_a_run_would_write_and_writes_nothing(
     add_calibration(org, "engagement-rate:mention", 0.05, now - timedelta(days=7))
     page = viewer.get("/tenants/acme").get_data(as_text=True)
     assert 'hx-get="/tenants/acme/preview"' in page
-    html = viewer.get("/tenants/acme/preview").get_data(as_text=True)
+    html = viewer.get("/tenants/acme/preview", headers={"HX-Request": "true"}).get_data(
+        as_text=True
+    )
     assert html.lstrip().startswith('<div id="preview"')
     assert "0.10/day" in html and "0.05/day" in html and "+100%" in html
     assert "nothing was written" in html
+    # Without JavaScript the link opens a page of its own, in the layout, with a way back.
+    page = viewer.get("/tenants/acme/preview").get_data(as_text=True)
+    assert page.lstrip().startswith("<!doctype html>") and "app.css" in page
+    assert "0.10/day" in page and 'href="/tenants/acme"' in page
     db.session.expire_all()
     assert db.session.query(Calibration).one().value == 0.05
 

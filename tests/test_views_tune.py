@@ -128,7 +128,7 @@ def test_run_all_without_javascript_redirects_back_with_a_message(admin: FlaskCl
     token = csrf_token(admin, "/")
     response = admin.post("/tune/run", data={"csrf_token": token, "next": "/runs"})
     assert response.status_code == 302 and response.headers["Location"] == "/runs"
-    assert "Queued 1 run(s)" in admin.get("/runs").get_data(as_text=True)
+    assert "Queued 1 run;" in admin.get("/runs").get_data(as_text=True)
 
 
 def test_rerun_failed_enqueues_only_tenants_whose_last_run_failed(

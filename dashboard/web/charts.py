@@ -2,17 +2,28 @@
 
 # Templates draw the SVG from these values (Jinja escapes every label), so charts need
 # no JavaScript and no inline style, and read without hovering: axes, ticks and units.
+# Hovering a day (or a run) shows its exact values in a readout drawn here and revealed
+# by CSS; keyboard and screen-reader users get the same numbers as a table beside it.
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
-# Series colours (SVG presentation attributes, allowed by a strict CSP).
+from dashboard.web.formatting import plural
+
+# Series colours (SVG presentation attributes, allowed by a strict CSP). Every line is at
+# least 3:1 against the white chart (WCAG's non-text contrast): ENGAGE 5.2:1, DELIVER
+# (dashed) 4.8:1, the rate's line 7.1:1.
 ENGAGE_COLOR = "#2563eb"
-DELIVER_COLOR = "#94a3b8"
+DELIVER_COLOR = "#64748b"
+RATE_COLOR = "#0f766e"
+# The hover readout: SVG text is drawn without measuring it, so its box is sized from
+# an average glyph width at the readout's font size (and the text is fitted to it).
+READOUT_FONT = 10.0
+GLYPH_WIDTH = 5.6
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,36 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Dot:
+    x: float
+    y: float
+    color: str
+
+
+@dataclass(frozen=True)
+class HoverPoint:
+    """One day (or run) of a chart: a hit column, its markers and its readout text."""
+
+    x: float
+    hit_x: float
+    hit_width: float
+    dots: tuple[Dot, ...]
+    text: str
+    tip_x: float
+    tip_width: float
+    text_width: float
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A tune run on a time axis."""
+
+    x: float
+    label: str
+    state: str
+
+
+@dataclass(frozen=True)
 class LineChart:
     title: str
     width: int
@@ -65,14 +106,57 @@ class LineChart:
     x_ticks: tuple[Tick, ...]
     y_label: str
     label: str
+    points: tuple[HoverPoint, ...] = ()
+    markers: tuple[Marker, ...] = ()
+    shared_scale: bool = False
+    # The numbers drawn: (day, one value per series), for the chart's table view.
+    table: tuple[tuple[date, tuple[int, ...]], ...] = ()
 
     @property
     def empty(self) -> bool:
         return all(s.total == 0 for s in self.series)
 
+    @property
+    def scale_note(self) -> str:
+        return scale_note(self.shared_scale)
+
+    @property
+    def tip_y(self) -> float:
+        return self.top - 20
+
+
+def scale_note(shared: bool) -> str:
+    """What the y axis says about comparing charts side by side."""
+    return "same scale as the other charts" if shared else "own scale"
+
 
 def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def hover_point(
+    x: float,
+    hit_x: float,
+    hit_width: float,
+    dots: Sequence[Dot],
+    text: str,
+    left: float,
+    right: float,
+) -> HoverPoint:
+    """A readout box centred on ``x`` and kept inside [left, right]."""
+    text_width = round(len(text) * GLYPH_WIDTH, 1)
+    tip_width = text_width + 10
+    tip_x = min(max(x - tip_width / 2, left), max(right - tip_width, left))
+    return HoverPoint(
+        _round(x),
+        _round(hit_x),
+        _round(hit_width),
+        tuple(dots),
+        text,
+        _round(tip_x),
+        _round(tip_width),
+        text_width,
+    )
 
 
 def nice_step(raw: float) -> int:
@@ -124,7 +208,7 @@ def sparkline(
     baseline = _fmt(height - pad)
     end_x = _fmt(pad + (n - (2 if last else 1)) * step)
     area = f"{_fmt(pad)},{baseline} {points} {end_x},{baseline}"
-    label = f"{total} signals in {n} days, peak {peak} a day"
+    label = f"{plural(total, 'signal')} in {plural(n, 'day')}, peak {peak:,} a day"
     if last:
         label += f", {values[-1]} today so far"
     return Sparkline(width, height, points, area, total, peak, n, label, last)
@@ -142,14 +226,18 @@ def line_chart(
     y_label: str = "signals / day",
     x_ticks: int = 4,
     partial_last: bool = True,
+    y_max: float | None = None,
+    runs: Sequence[tuple[date, str, str]] = (),
 ) -> LineChart:
     """Daily lines sharing one y axis; the x axis is ``days`` (one point a day).
 
     With ``partial_last`` the last day is today, still filling up: drawn as a dot.
+    ``y_max`` puts several charts on one scale (each chart's own peak otherwise);
+    ``runs`` (day, label, state) are marked on the time axis.
     """
-    left, right, top, bottom = 40.0, width - 10.0, 22.0, height - 24.0
+    left, right, top, bottom = 40.0, width - 10.0, 30.0, height - 24.0
     peak = max((max(v, default=0) for v in series.values()), default=0)
-    ticks = nice_ticks(peak)
+    ticks = nice_ticks(max(peak, y_max or 0))
     y_top = ticks[-1] or 1
     n = len(days)
     step = (right - left) / max(n - 1, 1)
@@ -180,10 +268,222 @@ def line_chart(
     totals = ", ".join(f"{s.name} {s.total}" for s in drawn)
     span = f"{days[0].isoformat()} to {days[-1].isoformat()}" if n else "no days"
     label = f"{title}: daily {y_label} from {span}; totals {totals}"
+    hover = []
+    for i, day in enumerate(days):
+        cx = left + i * step
+        today = partial_last and i == n - 1 and n > 1
+        readout = " · ".join(f"{s.name} {series[s.name][i]:,}" for s in drawn)
+        text = f"{day.strftime('%a %-d %b')}{' (so far)' if today else ''} · {readout}"
+        dots = [Dot(_round(cx), _round(y_of(series[s.name][i])), s.color) for s in drawn]
+        hover.append(hover_point(cx, cx - step / 2, step, dots, text, left - 30, right + 8))
+    index = {d: i for i, d in enumerate(days)}
+    markers = tuple(
+        Marker(_round(left + index[d] * step), text, state) for d, text, state in runs if d in index
+    )
     return LineChart(
-        title, width, height, left, top, right, bottom, tuple(drawn), y, tuple(x), y_label, label
+        title,
+        width,
+        height,
+        left,
+        top,
+        right,
+        bottom,
+        tuple(drawn),
+        y,
+        tuple(x),
+        y_label,
+        label,
+        tuple(hover),
+        markers,
+        y_max is not None,
+        tuple((day, tuple(int(series[s.name][i]) for s in drawn)) for i, day in enumerate(days)),
     )
 
 
 def _round(value: float) -> float:
     return round(value, 1)
+
+
+# --- history: one point per run over weeks ------------------------------------------
+
+
+def nice_float_ticks(max_value: float, count: int = 4) -> list[float]:
+    """Ticks from 0 a round step apart (1, 2, 2.5 or 5 x 10^k), the last at or above max."""
+    if not math.isfinite(max_value) or max_value <= 0:
+        return [0.0, 1.0]
+    raw = max_value / count
+    exponent = math.floor(math.log10(raw))
+    step = 10.0 ** (exponent + 1)
+    for mult in (1, 2, 2.5, 5, 10):
+        candidate = mult * 10.0**exponent
+        if candidate >= raw * (1 - 1e-9):
+            step = candidate
+            break
+    steps = max(math.ceil(max_value / step - 1e-9), 1)
+    return [round(i * step, 10) for i in range(steps + 1)]
+
+
+def _tick_text(value: float, step: float, percent: bool) -> str:
+    if percent:
+        digits = 0 if step * 100 >= 1 else 1
+        return f"{value * 100:.{digits}f}%"
+    digits = 0 if step >= 1 else (1 if step >= 0.1 else 2)
+    return f"{value:,.{digits}f}"
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One run's value of a calibration, its 95% interval (if any) and its change."""
+
+    at: datetime
+    value: float
+    low: float | None = None
+    high: float | None = None
+    change: str | None = None  # "up" | "down" | "within noise" | None
+    text: str = ""  # the readout
+
+
+@dataclass(frozen=True)
+class TrendDot:
+    x: float
+    y: float
+    change: str | None
+
+
+@dataclass(frozen=True)
+class TrendChart:
+    """A calibration over the last weeks: a line through each run, its interval a band."""
+
+    title: str
+    width: int
+    height: int
+    left: float
+    top: float
+    right: float
+    bottom: float
+    line: str
+    bands: tuple[str, ...]  # polygons over runs that have an interval
+    whiskers: tuple[tuple[float, float, float], ...]  # (x, y_low, y_high) of lone points
+    dots: tuple[TrendDot, ...]
+    y_ticks: tuple[Tick, ...]
+    x_ticks: tuple[Tick, ...]
+    y_label: str
+    label: str
+    color: str
+    points: tuple[HoverPoint, ...]
+    shared_scale: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.dots
+
+    @property
+    def scale_note(self) -> str:
+        return scale_note(self.shared_scale)
+
+    @property
+    def tip_y(self) -> float:
+        return self.top - 20
+
+
+def trend_top(points: Sequence[TrendPoint]) -> float:
+    """The highest value a trend chart must show (a band's top included)."""
+    return max((max(p.value, p.high or 0.0) for p in points), default=0.0)
+
+
+def trend_chart(
+    title: str,
+    points: Sequence[TrendPoint],
+    start: datetime,
+    end: datetime,
+    *,
+    percent: bool,
+    y_label: str,
+    color: str = ENGAGE_COLOR,
+    y_max: float | None = None,
+    width: int = 360,
+    height: int = 170,
+    x_ticks: int = 4,
+) -> TrendChart:
+    """Runs placed by time on [start, end]; the y axis from 0 (a ratio's at most 100%)."""
+    left, right, top, bottom = 44.0, width - 12.0, 30.0, height - 24.0
+    top_value = max(trend_top(points), y_max or 0.0)
+    if percent:
+        top_value = min(max(top_value, 0.01), 1.0)
+    ticks = nice_float_ticks(top_value)
+    if percent and ticks[-1] > 1.0:
+        ticks = [t for t in ticks if t < 1.0] + [1.0]
+    y_top = ticks[-1] or 1.0
+    span = max((end - start).total_seconds(), 1.0)
+
+    def x_of(at: datetime) -> float:
+        return left + (at - start).total_seconds() / span * (right - left)
+
+    def y_of(value: float) -> float:
+        return bottom - min(max(value, 0.0), y_top) / y_top * (bottom - top)
+
+    xs = [x_of(p.at) for p in points]
+    line = " ".join(f"{_fmt(x)},{_fmt(y_of(p.value))}" for x, p in zip(xs, points, strict=True))
+    # Bands over consecutive runs with an interval; a lone one is a whisker.
+    bands: list[str] = []
+    whiskers: list[tuple[float, float, float]] = []
+    run: list[int] = []
+    for i, p in enumerate([*points, None]):
+        if p is not None and p.low is not None and p.high is not None:
+            run.append(i)
+            continue
+        if len(run) >= 2:
+            upper = [f"{_fmt(xs[j])},{_fmt(y_of(points[j].high or 0.0))}" for j in run]
+            lower = [f"{_fmt(xs[j])},{_fmt(y_of(points[j].low or 0.0))}" for j in reversed(run)]
+            bands.append(" ".join(upper + lower))
+        elif len(run) == 1:
+            j = run[0]
+            whiskers.append(
+                (
+                    _round(xs[j]),
+                    _round(y_of(points[j].low or 0.0)),
+                    _round(y_of(points[j].high or 0.0)),
+                )
+            )
+        run = []
+    dots = tuple(
+        TrendDot(_round(x), _round(y_of(p.value)), p.change)
+        for x, p in zip(xs, points, strict=True)
+    )
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    y = tuple(Tick(_round(y_of(t)), _tick_text(t, step, percent)) for t in ticks)
+    x = []
+    for i in range(x_ticks + 1):
+        at = start + (end - start) * (i / max(x_ticks, 1))
+        x.append(Tick(_round(x_of(at)), at.strftime("%b %-d")))
+    # Hit columns reach halfway to the neighbouring runs.
+    hover = []
+    for i, (cx, p) in enumerate(zip(xs, points, strict=True)):
+        lo = (xs[i - 1] + cx) / 2 if i > 0 else max(cx - 12, left - 4)
+        hi = (xs[i + 1] + cx) / 2 if i + 1 < len(xs) else min(cx + 12, right + 4)
+        dot = Dot(_round(cx), _round(y_of(p.value)), color)
+        hover.append(hover_point(cx, lo, max(hi - lo, 2.0), [dot], p.text, left - 34, right + 10))
+    first, last = start.date().isoformat(), end.date().isoformat()
+    label = f"{title}: {y_label} at each run from {first} to {last}, {len(points)} runs"
+    if points:
+        label += f"; latest {points[-1].text}"
+    return TrendChart(
+        title,
+        width,
+        height,
+        left,
+        top,
+        right,
+        bottom,
+        line,
+        tuple(bands),
+        tuple(whiskers),
+        dots,
+        y,
+        tuple(x),
+        y_label,
+        label,
+        color,
+        tuple(hover),
+        y_max is not None,
+    )

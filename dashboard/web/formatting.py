@@ -32,6 +32,37 @@ def format_value(kind: str, value: float | None) -> str:
     return f"{value:,.4g}"
 
 
+def format_range(kind: str, low: float, high: float) -> str:
+    """An interval in the value's unit, its two ends joined by an en dash (as ratio ranges are)."""
+    if kind == "ratio":
+        return f"{low * 100:.1f}%\u2013{high * 100:.1f}%"
+    if kind == "rate":
+        return f"{low:,.2f}\u2013{high:,.2f}/day"
+    return f"{low:,.4g}\u2013{high:,.4g}"
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """ "1 user", "41 users", "1,204 deliveries" (thousands separated)."""
+    word = noun if count == 1 else (plural_noun or f"{noun}s")
+    return f"{count:,} {word}"
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell that a spreadsheet will never run as a formula."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+        return "'" + text
+    return text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def unit_of(kind: str) -> str:
     return {"rate": "signals/day", "ratio": "ratio"}.get(kind, "")
 

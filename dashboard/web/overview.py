@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Subquery, func, select
+from sqlalchemy import ColumnElement, Subquery, case, func, select
 
 from dashboard.extensions import db
+from dashboard.web import formatting
 from dashboard.web.charts import Sparkline, sparkline
 from loops.delivery import digest_counts
 from loops.models import (
@@ -23,9 +24,24 @@ from loops.models import (
     SignalKind,
     TuneRun,
 )
+from loops.significance import Change, count_change
 from loops.timeutil import as_utc
 
 PER_PAGE = 25
+# The overview's range switch (the tune's lookback is always offered too).
+RANGES = (7, 30, 90)
+
+
+def ranges(default: int) -> tuple[int, ...]:
+    return tuple(sorted({*RANGES, default}))
+
+
+def parse_days(raw: str | None, default: int) -> int:
+    try:
+        days = int(raw or default)
+    except ValueError:
+        return default
+    return days if days in ranges(default) else default
 
 
 class Sort(StrEnum):
@@ -46,10 +62,33 @@ class TenantRow:
     # Features in digest mode, and whether that is applied (enforced) or only shown.
     digests: int = 0
     enforced: bool = False
+    # ENGAGE in the last complete days of the range, and in as many days before them.
+    recent: int = 0
+    before: int = 0
 
     @property
     def chart(self) -> Sparkline:
         return sparkline(self.daily)
+
+    @property
+    def change(self) -> Change | None:
+        """Whether the period's change is more than chance (both windows' counts)."""
+        return count_change(self.recent, self.before)
+
+    @property
+    def change_pct(self) -> float | None:
+        return formatting.change_pct(self.recent, self.before)
+
+    @property
+    def change_text(self) -> str:
+        if self.before == 0:
+            return "new" if self.recent else "—"
+        return formatting.format_change(self.change_pct)
+
+    @property
+    def change_title(self) -> str:
+        verdict = self.change.label if self.change else "nothing to compare"
+        return f"{self.recent:,} vs {self.before:,} ENGAGE: {verdict}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +103,7 @@ class OverviewPage:
     since: date
     today: date
     failed_count: int = 0
+    lookback_days: int = 30
 
     @property
     def pages(self) -> int:
@@ -72,6 +112,10 @@ class OverviewPage:
     @property
     def org_ids(self) -> list[int]:
         return [r.org_id for r in self.rows]
+
+    @property
+    def default_days(self) -> bool:
+        return self.days == self.lookback_days
 
 
 def window(now: datetime, days: int) -> tuple[date, date]:
@@ -121,10 +165,45 @@ def _volume_subquery(since: date) -> Subquery:
     )
 
 
+def comparison_windows(now: datetime, days: int) -> tuple[date, date, date]:
+    """(start of the window before, start of the recent window, today): complete days only.
+
+    Today is still filling up; comparing it with full days would show every morning
+    as a drop, so both windows end before it.
+    """
+    today = as_utc(now).date()
+    recent = today - timedelta(days=days)
+    return recent - timedelta(days=days), recent, today
+
+
+def period_volumes(org_ids: list[int], now: datetime, days: int) -> dict[int, tuple[int, int]]:
+    """Per tenant: ENGAGE in the last ``days`` complete days and in the ``days`` before."""
+    if not org_ids:
+        return {}
+    before_start, recent_start, today = comparison_windows(now, days)
+    d = SignalDailyCount
+    recent = func.sum(case((d.day >= recent_start, d.count), else_=0))
+    before = func.sum(case((d.day < recent_start, d.count), else_=0))
+    return {
+        int(org_id): (int(r or 0), int(b or 0))
+        for org_id, r, b in db.session.execute(
+            select(d.org_id, recent, before)
+            .where(
+                d.org_id.in_(org_ids),
+                d.kind == SignalKind.ENGAGE.value,
+                d.day >= before_start,
+                d.day < today,
+            )
+            .group_by(d.org_id)
+        )
+    }
+
+
 def load(
     *,
     now: datetime,
     days: int,
+    lookback_days: int | None = None,
     q: str = "",
     sort: Sort = Sort.NAME,
     page: int = 1,
@@ -197,6 +276,7 @@ def load(
     ).scalar_one()
 
     digests = digest_counts(org_ids)
+    periods = period_volumes(org_ids, now, days)
     day_list = [since + timedelta(days=i) for i in range(days)]
     rows = [
         TenantRow(
@@ -209,6 +289,8 @@ def load(
             last_run=runs.get(r.id),
             digests=digests.get(r.id, 0),
             enforced=bool(r.policy_enforced),
+            recent=periods.get(r.id, (0, 0))[0],
+            before=periods.get(r.id, (0, 0))[1],
         )
         for r in base_rows
     ]
@@ -223,4 +305,5 @@ def load(
         since=since,
         today=today,
         failed_count=int(failed_count),
+        lookback_days=lookback_days or days,
     )

@@ -6,15 +6,17 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from dashboard.extensions import db
 from dashboard.web import formatting
+from dashboard.web import trends as trends_model
 from dashboard.web.charts import DELIVER_COLOR, ENGAGE_COLOR, LineChart, line_chart
 from dashboard.web.overview import window
+from dashboard.web.trends import Trends
 from loops.calibrations import split_key
 from loops.models import (
     Calibration,
@@ -24,6 +26,7 @@ from loops.models import (
     SignalKind,
     TuneRun,
 )
+from loops.significance import Change, calibration_change, rate_interval, ratio_interval
 from loops.timeutil import as_utc, iso
 
 # A rate or ratio resting on fewer signals than this is flagged "low sample".
@@ -44,10 +47,16 @@ class CalibrationView:
     age: str
     stale: bool
     low_sample: bool
+    significance: Change | None = None
+    interval: tuple[float, float] | None = None
 
     @property
     def unit(self) -> str:
         return formatting.unit_of(self.kind)
+
+    @property
+    def interval_text(self) -> str:
+        return "" if self.interval is None else formatting.format_range(self.kind, *self.interval)
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class TenantPage:
     days: int
     since: date
     today: date
+    trends: Trends | None = None
+    shared: bool = False
 
     @property
     def active_run(self) -> TuneRun | None:
@@ -97,6 +108,31 @@ def is_stale(cal: Calibration, success: TuneRun | None) -> bool:
     return as_utc(cal.computed_at) < as_utc(started)
 
 
+def calibration_significance(cal: Calibration, kind: str) -> Change | None:
+    """Whether this value differs from the one it replaced by more than noise."""
+    return calibration_change(
+        kind,
+        value=cal.value,
+        sample_size=cal.sample_size,
+        window_days=cal.window_days,
+        previous=cal.previous_value,
+        engaged=cal.engaged,
+        interval_low=cal.interval_low,
+        interval_high=cal.interval_high,
+    )
+
+
+def calibration_interval(cal: Calibration, kind: str) -> tuple[float, float] | None:
+    """A ratio's Wilson interval or a rate's Poisson interval (per day)."""
+    if kind == "ratio" and cal.sample_size > 0:
+        return ratio_interval(
+            cal.engaged, cal.sample_size, cal.value, cal.interval_low, cal.interval_high
+        )
+    if kind == "rate":
+        return rate_interval(cal.sample_size, cal.window_days)
+    return None
+
+
 def calibration_views(
     rows: Iterable[Calibration], success: TuneRun | None, now: datetime
 ) -> list[CalibrationView]:
@@ -120,6 +156,8 @@ def calibration_views(
                 age=formatting.ago(cal.computed_at, now),
                 stale=is_stale(cal, success),
                 low_sample=cal.sample_size < LOW_SAMPLE_THRESHOLD,
+                significance=calibration_significance(cal, kind),
+                interval=calibration_interval(cal, kind),
             )
         )
     # Features together (rate then ratio), so a row reads "mention: 2.1/day, 64%".
@@ -147,9 +185,26 @@ def history(org_id: int, limit: int = HISTORY_LIMIT) -> list[TuneRun]:
     )
 
 
-def feature_charts(org_id: int, now: datetime, days: int) -> tuple[list[LineChart], date, date]:
-    """One small chart per feature: ENGAGE (solid) and DELIVER (dashed), one point a day."""
-    since, today = window(now, days)
+def run_marks(org_id: int, since: date) -> list[tuple[date, str, str]]:
+    """The tenant's finished runs since ``since``: (day, label, state) for the time axis."""
+    runs = db.session.execute(
+        select(TuneRun.id, TuneRun.state, TuneRun.started_at, TuneRun.enqueued_at)
+        .where(
+            TuneRun.org_id == org_id,
+            TuneRun.state.in_([RunState.SUCCEEDED.value, RunState.FAILED.value]),
+            TuneRun.enqueued_at >= datetime.combine(since, datetime.min.time(), tzinfo=UTC),
+        )
+        .order_by(TuneRun.id)
+    ).all()
+    marks = []
+    for run_id, state, started, enqueued in runs:
+        at = as_utc(started or enqueued)
+        marks.append((at.date(), f"run #{run_id} {state}, {formatting.weekday_text(at)}", state))
+    return marks
+
+
+def daily_counts(org_id: int, since: date) -> dict[str, dict[str, dict[date, int]]]:
+    """feature → kind → day → count, from the daily rollup (never raw signals)."""
     counts: dict[str, dict[str, dict[date, int]]] = {}
     for kind, feature, day, count in db.session.execute(
         select(
@@ -160,8 +215,23 @@ def feature_charts(org_id: int, now: datetime, days: int) -> tuple[list[LineChar
         ).where(SignalDailyCount.org_id == org_id, SignalDailyCount.day >= since)
     ):
         counts.setdefault(feature, {}).setdefault(kind, {})[day] = int(count)
+    return counts
+
+
+def feature_charts(
+    org_id: int, now: datetime, days: int, shared: bool = False
+) -> tuple[list[LineChart], date, date]:
+    """One small chart per feature: ENGAGE (solid) and DELIVER (dashed), one point a day,
+    tune runs marked on the time axis; with ``shared`` all on one y scale."""
+    since, today = window(now, days)
+    counts = daily_counts(org_id, since)
     day_list = [since + timedelta(days=i) for i in range(days)]
     engage, deliver = SignalKind.ENGAGE.value, SignalKind.DELIVER.value
+    peak = max(
+        (n for by_kind in counts.values() for by_day in by_kind.values() for n in by_day.values()),
+        default=0,
+    )
+    marks = run_marks(org_id, since) if counts else []
     charts = []
     for feature in sorted(counts, key=lambda f: -sum(counts[f].get(engage, {}).values())):
         by_kind = counts[feature]
@@ -175,14 +245,50 @@ def feature_charts(org_id: int, now: datetime, days: int) -> tuple[list[LineChar
                 },
                 colors={engage: ENGAGE_COLOR, deliver: DELIVER_COLOR},
                 dashed=(deliver,),
+                y_max=peak if shared else None,
+                runs=marks,
             )
         )
     return charts, since, today
 
 
-def load(org: Organization, now: datetime, days: int) -> TenantPage:
+DAILY_CSV_COLUMNS = ("day", "feature", "ENGAGE", "DELIVER")
+
+
+def daily_csv(org_id: int, now: datetime, days: int, feature: str | None = None) -> str:
+    """The daily series behind the charts, one row per feature and day (zeros included)."""
+    since, _today = window(now, days)
+    counts = daily_counts(org_id, since)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(DAILY_CSV_COLUMNS)
+    engage, deliver = SignalKind.ENGAGE.value, SignalKind.DELIVER.value
+    for name in sorted(counts):
+        if feature is not None and name != feature:
+            continue
+        by_kind = counts[name]
+        for i in range(days):
+            day = since + timedelta(days=i)
+            writer.writerow(
+                [
+                    day.isoformat(),
+                    formatting.csv_cell(name),
+                    by_kind.get(engage, {}).get(day, 0),
+                    by_kind.get(deliver, {}).get(day, 0),
+                ]
+            )
+    return out.getvalue()
+
+
+def load(
+    org: Organization,
+    now: datetime,
+    days: int,
+    weeks: int = trends_model.DEFAULT_WEEKS,
+    shared: bool = False,
+) -> TenantPage:
     success = last_success(org.id)
-    charts, since, today = feature_charts(org.id, now, days)
+    charts, since, today = feature_charts(org.id, now, days, shared)
     return TenantPage(
         org=org,
         calibrations=calibration_views(load_calibrations(org.id), success, now),
@@ -192,6 +298,8 @@ def load(org: Organization, now: datetime, days: int) -> TenantPage:
         days=days,
         since=since,
         today=today,
+        trends=trends_model.load(org.id, now, weeks, shared),
+        shared=shared,
     )
 
 
@@ -246,23 +354,12 @@ CSV_COLUMNS = (
     "previous_value",
     "previous_computed_at",
     "run_id",
+    "engaged",
+    "interval_low",
+    "interval_high",
+    "estimate",
+    "change",
 )
-
-
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    # Spreadsheet formula injection: a text cell must never start a formula.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def calibrations_csv(rows: Iterable[Calibration]) -> str:
@@ -271,9 +368,11 @@ def calibrations_csv(rows: Iterable[Calibration]) -> str:
     writer.writerow(CSV_COLUMNS)
     for cal in rows:
         kind, feature = split_key(cal.key)
+        interval = calibration_interval(cal, kind)
+        significance = calibration_significance(cal, kind)
         writer.writerow(
             [
-                _cell(v)
+                formatting.csv_cell(v)
                 for v in (
                     cal.key,
                     feature,
@@ -287,6 +386,11 @@ def calibrations_csv(rows: Iterable[Calibration]) -> str:
                     None if cal.previous_value is None else repr(cal.previous_value),
                     iso(cal.previous_computed_at),
                     cal.run_id,
+                    cal.engaged,
+                    interval[0] if interval else None,
+                    interval[1] if interval else None,
+                    cal.estimate,
+                    significance.value if significance else None,
                 )
             ]
         )

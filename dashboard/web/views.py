@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from flask import (
     Blueprint,
@@ -20,7 +22,7 @@ from flask_login import current_user, login_required
 from htmx_flask import make_response, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard.web import banners, formatting, overview, runs_page, tenant_page
+from dashboard.web import banners, formatting, overview, runs_page, tenant_page, trends
 from dashboard.web.auth import admin_required, is_safe_next
 from dashboard.web.tenant_page import CHART_RANGES, LOW_SAMPLE_THRESHOLD
 from jobs import settings as job_settings
@@ -31,6 +33,9 @@ from loops.timeutil import utcnow
 
 bp = Blueprint("views", __name__)
 log = logging.getLogger(__name__)
+
+# A download's name carries the feature only when it is plain (the header is not escaped).
+FILENAME_SAFE = re.compile(r"[A-Za-z0-9_.-]{1,120}")
 
 # Sent (as HX-Trigger) by the last poll of a batch: sections listening for it reload once.
 RUNS_FINISHED_EVENT = "runs-finished"
@@ -113,9 +118,11 @@ def _wants_partial(target: str) -> bool:
 @bp.get("/")
 @login_required
 def index() -> ResponseReturnValue:
+    lookback = job_settings.lookback_days()
     page = overview.load(
         now=utcnow(),
-        days=job_settings.lookback_days(),
+        days=overview.parse_days(request.args.get("days"), lookback),
+        lookback_days=lookback,
         q=request.args.get("q", ""),
         sort=overview.parse_sort(request.args.get("sort")),
         page=_int_arg("page", 1) or 1,
@@ -123,7 +130,11 @@ def index() -> ResponseReturnValue:
     if _wants_partial("tenant-table"):
         return render_template("_tenant_table.html", page=page)
     panel = runs_page.status(runs_page.first_active_id(), cells=page.org_ids)
-    return render_template("index.html", page=page, panel=panel)
+    return render_template("index.html", page=page, panel=panel, ranges=overview.ranges(lookback))
+
+
+def _shared_scale() -> bool:
+    return request.args.get("scale") == "shared"
 
 
 @bp.get("/tenants/<slug>")
@@ -131,15 +142,19 @@ def index() -> ResponseReturnValue:
 def tenant(slug: str) -> ResponseReturnValue:
     org = _org_or_404(slug)
     days = tenant_page.parse_range(request.args.get("days"))
+    weeks = trends.parse_weeks(request.args.get("weeks"))
+    shared = _shared_scale()
+    view = {"days": days, "weeks": weeks, "shared": shared, "ranges": CHART_RANGES}
     if _wants_partial("charts"):
-        charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days)
-        return render_template(
-            "_charts.html", org=org, charts=charts, days=days, ranges=CHART_RANGES
-        )
-    data = tenant_page.load(org, utcnow(), days)
-    active = data.active_run
+        charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days, shared)
+        return render_template("_charts.html", org=org, charts=charts, **view)
+    if _wants_partial("trends"):
+        data = trends.load(org.id, utcnow(), weeks, shared)
+        return render_template("_trends.html", org=org, trends=data, **view)
+    page = tenant_page.load(org, utcnow(), days, weeks, shared)
+    active = page.active_run
     panel = runs_page.status(active.id if active else None, org_id=org.id, cells=[org.id])
-    return render_template("tenant.html", t=data, panel=panel, ranges=CHART_RANGES)
+    return render_template("tenant.html", t=page, panel=panel, **view)
 
 
 @bp.get("/tenants/<slug>/calibrations")
@@ -163,13 +178,18 @@ def tenant_history(slug: str) -> ResponseReturnValue:
 @bp.get("/tenants/<slug>/preview")
 @login_required
 def tenant_preview(slug: str) -> ResponseReturnValue:
-    """Dry run on demand (it aggregates raw signals, so never on a plain page view)."""
+    """Dry run on demand (it aggregates raw signals, so never on a plain page view).
+
+    htmx swaps the section into the tenant page; without JavaScript the link opens it
+    as a page of its own.
+    """
     from jobs.tune_engagement import dry_run
 
     org = _org_or_404(slug)
     changes = tenant_page.preview_rows(dry_run(org.id, utcnow()))
+    template = "_preview.html" if request.htmx else "preview.html"
     return render_template(
-        "_preview.html",
+        template,
         org=org,
         changes=changes,
         days=job_settings.lookback_days(),
@@ -177,18 +197,43 @@ def tenant_preview(slug: str) -> ResponseReturnValue:
     )
 
 
+def _csv(body: str, filename: str) -> Response:
+    response = Response(body, mimetype="text/csv")
+    stamp = utcnow().strftime("%Y%m%d")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}-{stamp}.csv"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.get("/tenants/<slug>/calibrations.csv")
 @login_required
 def calibrations_csv(slug: str) -> ResponseReturnValue:
     org = _org_or_404(slug)
     body = tenant_page.calibrations_csv(tenant_page.load_calibrations(org.id))
-    response = Response(body, mimetype="text/csv")
-    stamp = utcnow().strftime("%Y%m%d")
-    response.headers["Content-Disposition"] = (
-        f'attachment; filename="{org.slug}-calibrations-{stamp}.csv"'
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return _csv(body, f"{org.slug}-calibrations")
+
+
+@bp.get("/tenants/<slug>/signals.csv")
+@login_required
+def signals_csv(slug: str) -> ResponseReturnValue:
+    """The daily ENGAGE and DELIVER counts behind the charts (one feature with ?feature=)."""
+    org = _org_or_404(slug)
+    days = tenant_page.parse_range(request.args.get("days"))
+    feature = request.args.get("feature") or None
+    body = tenant_page.daily_csv(org.id, utcnow(), days, feature)
+    name = f"{org.slug}-signals-{days}d" + (f"-{feature}" if feature else "")
+    return _csv(body, name if FILENAME_SAFE.fullmatch(name) else f"{org.slug}-signals")
+
+
+@bp.get("/tenants/<slug>/history.csv")
+@login_required
+def history_csv(slug: str) -> ResponseReturnValue:
+    """Every value the runs of the last weeks wrote, each with its change from the run before."""
+    org = _org_or_404(slug)
+    weeks = trends.parse_weeks(request.args.get("weeks"))
+    since = utcnow() - timedelta(weeks=weeks)
+    body = trends.history_csv(trends.load_entries(org.id, since))
+    return _csv(body, f"{org.slug}-history-{weeks}w")
 
 
 @bp.get("/runs")
@@ -293,7 +338,8 @@ def _answer(
         elif message:
             flash(message, "info")
         else:
-            flash(f"Queued {panel.total} run(s); the status updates on the page.", "info")
+            queued = formatting.plural(panel.total, "run")
+            flash(f"Queued {queued}; the status updates on the page.", "info")
         back = request.form.get("next", "")
         return redirect(back if is_safe_next(back) else url_for("views.index"))
     html = render_template("_run_status.html", panel=panel, cells=cells, message=message, oob=True)

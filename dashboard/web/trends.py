@@ -1,0 +1,311 @@
+"""A tenant's calibration history read model: each feature's ratio and rate over the last weeks."""
+
+# One indexed range read of loop_calibration_history (org_id, key, computed_at) per page:
+# a year of weekly runs is about 16 keys x 52 rows for the largest tenant.
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from dashboard.extensions import db
+from dashboard.web import formatting
+from dashboard.web.charts import (
+    ENGAGE_COLOR,
+    RATE_COLOR,
+    TrendChart,
+    TrendPoint,
+    trend_chart,
+    trend_top,
+)
+from loops.calibrations import split_key
+from loops.models import CalibrationHistory
+from loops.significance import Change, calibration_change, rate_interval, ratio_interval
+from loops.timeutil import as_utc, iso
+
+TREND_RANGES = (12, 26, 52)
+DEFAULT_WEEKS = 26
+RATIO_LABEL = "engagement ratio"
+RATE_LABEL = "ENGAGE / day"
+
+
+def parse_weeks(raw: str | None) -> int:
+    try:
+        weeks = int(raw or DEFAULT_WEEKS)
+    except ValueError:
+        return DEFAULT_WEEKS
+    return weeks if weeks in TREND_RANGES else DEFAULT_WEEKS
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One value a run wrote, with its interval and how it changed from the run before."""
+
+    org_id: int
+    key: str
+    kind: str
+    feature: str
+    value: float
+    sample_size: int
+    window_days: int | None
+    engaged: int | None
+    interval: tuple[float, float] | None
+    estimate: float | None
+    run_id: int | None
+    computed_at: datetime
+    previous: float | None
+    change: Change | None
+    mode: str | None = None
+    mode_reason: str | None = None
+    mode_changed: bool | None = None
+
+    @property
+    def display(self) -> str:
+        return formatting.format_value(self.kind, self.value)
+
+    @property
+    def previous_display(self) -> str:
+        return "" if self.previous is None else formatting.format_value(self.kind, self.previous)
+
+    @property
+    def interval_text(self) -> str:
+        if self.interval is None:
+            return ""
+        low, high = self.interval
+        return formatting.format_range(self.kind, low, high)
+
+    @property
+    def change_text(self) -> str:
+        return formatting.format_change(formatting.change_pct(self.value, self.previous))
+
+    @property
+    def readout(self) -> str:
+        """The hover text of this run's point."""
+        day = as_utc(self.computed_at).strftime("%a %-d %b")
+        parts = [day, self.display]
+        if self.interval is not None and self.kind == "ratio":
+            parts[-1] += f" [{self.interval_text}]"
+        noun = "delivered" if self.kind == "ratio" else "signals"
+        parts.append(f"n={self.sample_size:,} {noun}")
+        if self.change is not None:
+            parts.append(self.change.label)
+        return " · ".join(parts)
+
+
+def entry_interval(row: CalibrationHistory, kind: str) -> tuple[float, float] | None:
+    if kind == "ratio" and row.sample_size > 0:
+        return ratio_interval(
+            row.engaged, row.sample_size, row.value, row.interval_low, row.interval_high
+        )
+    if kind == "rate":
+        return rate_interval(row.sample_size, row.window_days or 0)
+    return None
+
+
+def entries(rows: Iterable[CalibrationHistory]) -> list[HistoryEntry]:
+    """History rows (ordered by key, then time) as entries, each compared with the one before."""
+    out: list[HistoryEntry] = []
+    previous: CalibrationHistory | None = None
+    for row in rows:
+        if previous is not None and previous.key != row.key:
+            previous = None
+        kind, feature = split_key(row.key)
+        before = previous.value if previous is not None else None
+        out.append(
+            HistoryEntry(
+                org_id=row.org_id,
+                key=row.key,
+                kind=kind,
+                feature=feature,
+                value=row.value,
+                sample_size=row.sample_size,
+                window_days=row.window_days,
+                engaged=row.engaged,
+                interval=entry_interval(row, kind),
+                estimate=row.estimate,
+                run_id=row.run_id,
+                computed_at=row.computed_at,
+                previous=before,
+                change=calibration_change(
+                    kind,
+                    value=row.value,
+                    sample_size=row.sample_size,
+                    window_days=row.window_days,
+                    previous=before,
+                    engaged=row.engaged,
+                    interval_low=row.interval_low,
+                    interval_high=row.interval_high,
+                ),
+                mode=row.mode,
+                mode_reason=row.mode_reason,
+                mode_changed=row.mode_changed,
+            )
+        )
+        previous = row
+    return out
+
+
+def load_entries(org_id: int, since: datetime) -> list[HistoryEntry]:
+    """This tenant's history from ``since`` on, each compared with the value before it.
+
+    Reads a little before ``since`` so the first run in range has its predecessor.
+    """
+    rows = db.session.execute(
+        select(CalibrationHistory)
+        .where(
+            CalibrationHistory.org_id == org_id,
+            CalibrationHistory.computed_at >= since - timedelta(days=14),
+        )
+        .order_by(CalibrationHistory.key, CalibrationHistory.computed_at, CalibrationHistory.id)
+    ).scalars()
+    return [e for e in entries(rows) if as_utc(e.computed_at) >= since]
+
+
+@dataclass(frozen=True)
+class FeatureTrend:
+    feature: str
+    ratio: TrendChart | None
+    rate: TrendChart | None
+    entries: list[HistoryEntry]  # newest first, both kinds
+
+    @property
+    def latest_ratio(self) -> HistoryEntry | None:
+        return next((e for e in self.entries if e.kind == "ratio"), None)
+
+
+@dataclass(frozen=True)
+class Trends:
+    features: list[FeatureTrend]
+    weeks: int
+    start: datetime
+    end: datetime
+    shared: bool
+
+    @property
+    def runs(self) -> int:
+        return len({(e.run_id, e.computed_at) for f in self.features for e in f.entries})
+
+
+def _points(items: Sequence[HistoryEntry]) -> list[TrendPoint]:
+    return [
+        TrendPoint(
+            at=as_utc(e.computed_at),
+            value=e.value,
+            low=e.interval[0] if e.interval and e.kind == "ratio" else None,
+            high=e.interval[1] if e.interval and e.kind == "ratio" else None,
+            change=e.change.value if e.change else None,
+            text=e.readout,
+        )
+        for e in items
+    ]
+
+
+def build(items: Sequence[HistoryEntry], now: datetime, weeks: int, shared: bool) -> Trends:
+    """One ratio chart (with its band) and one rate chart per feature, biggest rate first."""
+    end = as_utc(now)
+    start = end - timedelta(weeks=weeks)
+    by_feature: dict[str, dict[str, list[HistoryEntry]]] = {}
+    for e in items:
+        by_feature.setdefault(e.feature, {}).setdefault(e.kind, []).append(e)
+    ratio_points = {f: _points(k.get("ratio", [])) for f, k in by_feature.items()}
+    rate_points = {f: _points(k.get("rate", [])) for f, k in by_feature.items()}
+    ratio_max = max((trend_top(p) for p in ratio_points.values()), default=0.0)
+    rate_max = max((trend_top(p) for p in rate_points.values()), default=0.0)
+
+    def latest_rate(feature: str) -> float:
+        points = rate_points[feature]
+        return points[-1].value if points else -1.0
+
+    features = []
+    for feature in sorted(by_feature, key=lambda f: (-latest_rate(f), f)):
+        kinds = by_feature[feature]
+        ratio = rate = None
+        if ratio_points[feature]:
+            ratio = trend_chart(
+                feature,
+                ratio_points[feature],
+                start,
+                end,
+                percent=True,
+                y_label=RATIO_LABEL,
+                color=ENGAGE_COLOR,
+                y_max=ratio_max if shared else None,
+            )
+        if rate_points[feature]:
+            rate = trend_chart(
+                feature,
+                rate_points[feature],
+                start,
+                end,
+                percent=False,
+                y_label=RATE_LABEL,
+                color=RATE_COLOR,
+                y_max=rate_max if shared else None,
+            )
+        newest = sorted(
+            [*kinds.get("ratio", []), *kinds.get("rate", [])],
+            key=lambda e: (as_utc(e.computed_at), e.kind),
+            reverse=True,
+        )
+        features.append(FeatureTrend(feature, ratio, rate, newest))
+    return Trends(features, weeks, start, end, shared)
+
+
+def load(org_id: int, now: datetime, weeks: int, shared: bool = False) -> Trends:
+    start = as_utc(now) - timedelta(weeks=weeks)
+    return build(load_entries(org_id, start), now, weeks, shared)
+
+
+HISTORY_CSV_COLUMNS = (
+    "computed_at",
+    "run_id",
+    "key",
+    "feature",
+    "kind",
+    "value",
+    "unit",
+    "sample_size",
+    "engaged",
+    "interval_low",
+    "interval_high",
+    "estimate",
+    "previous_value",
+    "change",
+    "mode",
+)
+
+
+def history_csv(items: Iterable[HistoryEntry]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(HISTORY_CSV_COLUMNS)
+    for e in sorted(items, key=lambda e: (as_utc(e.computed_at), e.key)):
+        low, high = e.interval if e.interval else (None, None)
+        writer.writerow(
+            [
+                formatting.csv_cell(v)
+                for v in (
+                    iso(e.computed_at),
+                    e.run_id,
+                    e.key,
+                    e.feature,
+                    e.kind,
+                    repr(e.value),
+                    formatting.unit_of(e.kind),
+                    e.sample_size,
+                    e.engaged,
+                    low,
+                    high,
+                    e.estimate,
+                    None if e.previous is None else repr(e.previous),
+                    e.change.value if e.change else None,
+                    e.mode,
+                )
+            ]
+        )
+    return out.getvalue()
