@@ -142,7 +142,8 @@ def test_feature_view_shows_every_tenant_against_the_pooled_ratio(
     # Each tenant's change at its last run: 60% → 80% is a significant rise.
     assert "significant rise" in high and "within noise" in low
     assert "first run" in small
-    assert "▲ 1" in html and "▼ 0" in html
+    assert '1<span class="visually-hidden"> significant rise<' in html
+    assert '0<span class="visually-hidden"> significant drops' in html
     # Counts above and below link to the filter.
     assert 'href="/features/mention?flag=above"' in html
     assert 'href="/tenants/high"' in high
@@ -332,21 +333,23 @@ def test_tenant_page_charts_each_features_history_with_its_band(
     html = viewer.get("/tenants/acme").get_data(as_text=True)
     trends = html[html.index('id="trends"') : html.index('id="delivery"')]
     assert trends.count('class="trend-chart"') == 2  # the ratio and the rate
-    assert trends.count('class="trend-band"') == 1
+    assert trends.count('class="trend-band"') == 2  # each with its 95% interval
     # Every run's exact values on hover, and the third run's rise marked significant.
     assert "52.0% [42.3%\u201361.5%] · n=100 delivered · within noise" in trends
     assert "80.0% [71.1%\u201386.7%] · n=100 delivered · significant rise" in trends
     assert 'class="trend-dot trend-dot-up"' in trends
-    assert "4.00/day · n=120 signals" in trends
+    assert "4.00/day [3.35\u20134.78/day] · n=120 signals" in trends
     assert "10.0%" not in trends  # 40 weeks ago: outside the default 26 weeks
     # The same numbers as a table, newest first, each run linked to its page.
     assert "View as table" in trends and "/runs/" in trends
     assert "3 runs" in trends
     long = viewer.get("/tenants/acme?weeks=52").get_data(as_text=True)
     assert "[1.8%\u201340.4%]" in long
+    assert 'aria-current="true">26 weeks</a>' in trends and ">52 weeks</a>" in trends
     partial = viewer.get(
         "/tenants/acme?weeks=12", headers={"HX-Request": "true", "HX-Target": "trends"}
     ).get_data(as_text=True)
+    assert 'aria-current="true">12 weeks</a>' in partial
     assert partial.lstrip().startswith('<div id="trends"') and "<html" not in partial
     shared = viewer.get("/tenants/acme?scale=shared").get_data(as_text=True)
     shared_trends = shared[shared.index('id="trends"') : shared.index('id="delivery"')]
@@ -413,7 +416,8 @@ def test_daily_charts_carry_values_runs_scale_and_a_table(viewer: FlaskClient, m
     charts_html = html[html.index('<div id="charts">') :]
     day = (today - timedelta(days=2)).strftime("%a %-d %b")
     # The exact values of the day under the pointer, and in the chart's table.
-    assert f"{day} · ENGAGE 1,234 · DELIVER 5,678" in charts_html
+    assert f'class="pt-tip-head">{day}</text>' in charts_html
+    assert ">ENGAGE 1,234 · DELIVER 5,678</text>" in charts_html
     cells = '<td class="num">1,234</td><td class="num">5,678</td>'
     stamp = (today - timedelta(days=2)).isoformat()
     assert f'<time datetime="{stamp}">{day}</time></th>{cells}' in charts_html

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from dashboard.web.formatting import plural
 
@@ -80,7 +80,12 @@ class HoverPoint:
     text: str
     tip_x: float
     tip_width: float
-    text_width: float
+    # The readout's lines (the day or run on the first), each with its fitted width.
+    lines: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def tip_height(self) -> float:
+        return 5 + 12 * len(self.lines)
 
 
 @dataclass(frozen=True)
@@ -143,9 +148,13 @@ def hover_point(
     left: float,
     right: float,
 ) -> HoverPoint:
-    """A readout box centred on ``x`` and kept inside [left, right]."""
-    text_width = round(len(text) * GLYPH_WIDTH, 1)
-    tip_width = text_width + 10
+    """A readout box centred on ``x`` and kept inside [left, right]: the day or run on its
+    first line, the values on the second (``text`` reads "when · values")."""
+    head, _sep, rest = text.partition(" · ")
+    lines = tuple(
+        (line, round(len(line) * GLYPH_WIDTH, 1)) for line in ([head, rest] if rest else [head])
+    )
+    tip_width = max(w for _, w in lines) + 10
     tip_x = min(max(x - tip_width / 2, left), max(right - tip_width, left))
     return HoverPoint(
         _round(x),
@@ -155,7 +164,7 @@ def hover_point(
         text,
         _round(tip_x),
         _round(tip_width),
-        text_width,
+        lines,
     )
 
 
@@ -307,28 +316,14 @@ def _round(value: float) -> float:
 # --- history: one point per run over weeks ------------------------------------------
 
 
-def nice_float_ticks(max_value: float, count: int = 4) -> list[float]:
-    """Ticks from 0 a round step apart (1, 2, 2.5 or 5 x 10^k), the last at or above max."""
-    if not math.isfinite(max_value) or max_value <= 0:
-        return [0.0, 1.0]
-    raw = max_value / count
-    exponent = math.floor(math.log10(raw))
-    step = 10.0 ** (exponent + 1)
-    for mult in (1, 2, 2.5, 5, 10):
-        candidate = mult * 10.0**exponent
-        if candidate >= raw * (1 - 1e-9):
-            step = candidate
-            break
-    steps = max(math.ceil(max_value / step - 1e-9), 1)
-    return [round(i * step, 10) for i in range(steps + 1)]
-
-
 def _tick_text(value: float, step: float, percent: bool) -> str:
-    if percent:
-        digits = 0 if step * 100 >= 1 else 1
-        return f"{value * 100:.{digits}f}%"
-    digits = 0 if step >= 1 else (1 if step >= 0.1 else 2)
-    return f"{value:,.{digits}f}"
+    """A tick label with as many decimals as the step needs (72.5%, not a rounded 72%)."""
+    scaled_step = step * 100 if percent else step
+    digits = next(
+        (d for d in range(4) if abs(round(scaled_step * 10**d) - scaled_step * 10**d) < 1e-6), 3
+    )
+    scaled = value * 100 if percent else value
+    return f"{scaled:,.{digits}f}" + ("%" if percent else "")
 
 
 @dataclass(frozen=True)
@@ -386,9 +381,50 @@ class TrendChart:
         return self.top - 20
 
 
-def trend_top(points: Sequence[TrendPoint]) -> float:
-    """The highest value a trend chart must show (a band's top included)."""
-    return max((max(p.value, p.high or 0.0) for p in points), default=0.0)
+def trend_extent(points: Sequence[TrendPoint]) -> tuple[float, float] | None:
+    """The lowest and highest values a trend chart must show (its band included)."""
+    if not points:
+        return None
+    low = min(min(p.value, p.low if p.low is not None else p.value) for p in points)
+    high = max(max(p.value, p.high if p.high is not None else p.value) for p in points)
+    return low, high
+
+
+def nice_range(low: float, high: float, *, percent: bool, count: int = 4) -> list[float]:
+    """Ticks a round step apart covering [low, high]: the axis fits the data, starts at 0
+    when the data comes near it, and a ratio stays in [0, 1]. It spans at least 10 points
+    of a ratio (20% of a rate), so a flat line stays flat instead of a magnified wobble."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return [0.0, 1.0]
+    low, high = min(low, high), max(low, high)
+    min_span = 0.1 if percent else max(abs(high) * 0.2, 0.1)
+    if high - low < min_span:
+        centre = (low + high) / 2
+        low, high = centre - min_span / 2, centre + min_span / 2
+        if percent and high > 1.0:
+            low, high = 1.0 - min_span, 1.0
+        if low < 0:
+            low, high = 0.0, min_span
+    if low >= 0 and low < (high - low) / 2:
+        low = 0.0  # close to zero anyway: show the zero
+    low = max(low, 0.0)
+    if percent:
+        high = min(high, 1.0)
+    raw = (high - low) / count
+    exponent = math.floor(math.log10(raw))
+    step = 10.0 ** (exponent + 1)
+    for mult in (1, 2, 2.5, 5, 10):
+        if mult * 10.0**exponent >= raw * (1 - 1e-9):
+            step = mult * 10.0**exponent
+            break
+    first = math.floor(low / step + 1e-9)
+    last = math.ceil(high / step - 1e-9)
+    ticks = [round(i * step, 10) for i in range(first, max(last, first + 1) + 1)]
+    if percent:
+        ticks = [t for t in ticks if t <= 1.0] or [1.0]
+        if len(ticks) < 2:
+            ticks = [round(1.0 - step, 10), 1.0]
+    return ticks
 
 
 def trend_chart(
@@ -400,27 +436,25 @@ def trend_chart(
     percent: bool,
     y_label: str,
     color: str = ENGAGE_COLOR,
-    y_max: float | None = None,
+    y_range: tuple[float, float] | None = None,
     width: int = 360,
     height: int = 170,
     x_ticks: int = 4,
 ) -> TrendChart:
-    """Runs placed by time on [start, end]; the y axis from 0 (a ratio's at most 100%)."""
+    """Runs placed by time on [start, end]; the y axis fits the values and their bands
+    (``y_range`` instead puts several charts on one scale)."""
     left, right, top, bottom = 44.0, width - 12.0, 30.0, height - 24.0
-    top_value = max(trend_top(points), y_max or 0.0)
-    if percent:
-        top_value = min(max(top_value, 0.01), 1.0)
-    ticks = nice_float_ticks(top_value)
-    if percent and ticks[-1] > 1.0:
-        ticks = [t for t in ticks if t < 1.0] + [1.0]
-    y_top = ticks[-1] or 1.0
+    extent = y_range or trend_extent(points) or (0.0, 1.0)
+    ticks = nice_range(*extent, percent=percent)
+    y_low, y_high = ticks[0], ticks[-1]
+    y_span = (y_high - y_low) or 1.0
     span = max((end - start).total_seconds(), 1.0)
 
     def x_of(at: datetime) -> float:
         return left + (at - start).total_seconds() / span * (right - left)
 
     def y_of(value: float) -> float:
-        return bottom - min(max(value, 0.0), y_top) / y_top * (bottom - top)
+        return bottom - (min(max(value, y_low), y_high) - y_low) / y_span * (bottom - top)
 
     xs = [x_of(p.at) for p in points]
     line = " ".join(f"{_fmt(x)},{_fmt(y_of(p.value))}" for x, p in zip(xs, points, strict=True))
@@ -485,5 +519,24 @@ def trend_chart(
         label,
         color,
         tuple(hover),
-        y_max is not None,
+        y_range is not None,
     )
+
+
+def time_domain(
+    times: Sequence[datetime], start: datetime, end: datetime
+) -> tuple[datetime, datetime]:
+    """The x axis: the chosen range, narrowed to the runs when they cover less of it (with
+    half a week of room before the first), so a short history is not a speck at the end."""
+    if not times:
+        return start, end
+    first = min(times) - timedelta(days=3.5)
+    return max(start, min(first, end - timedelta(days=7))), end
+
+
+def merge_extents(extents: Sequence[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """One y range for several charts (a shared scale)."""
+    known = [e for e in extents if e is not None]
+    if not known:
+        return None
+    return min(e[0] for e in known), max(e[1] for e in known)

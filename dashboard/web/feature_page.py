@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -21,7 +20,14 @@ from sqlalchemy.orm import aliased
 
 from dashboard.extensions import db
 from dashboard.web import formatting
-from dashboard.web.charts import ENGAGE_COLOR, TrendChart, TrendPoint, trend_chart
+from dashboard.web.charts import (
+    ENGAGE_COLOR,
+    TrendChart,
+    TrendPoint,
+    nice_range,
+    time_domain,
+    trend_chart,
+)
 from dashboard.web.overview import PER_PAGE, _like_pattern
 from loops.calibrations import RATE_PREFIX, RATIO_PREFIX, split_key
 from loops.models import Calibration, CalibrationHistory, Organization
@@ -29,7 +35,7 @@ from loops.significance import Change, calibration_change, rate_interval, ratio_
 from loops.timeutil import as_utc
 
 # The forest plot: each tenant's interval on one shared track, the pooled ratio a line.
-TRACK_WIDTH = 220
+TRACK_WIDTH = 260
 TRACK_PAD = 6
 
 
@@ -97,9 +103,11 @@ def flag_of(interval: tuple[float, float] | None, pool: float | None) -> Flag | 
 
 @dataclass(frozen=True)
 class ForestScale:
-    """One 0..top track shared by every row's range bar (and its axis)."""
+    """One track shared by every row's range bar (and its axis), fitted to the intervals."""
 
-    top: float
+    low: float
+    high: float
+    step: float
 
     @property
     def width(self) -> int:
@@ -107,20 +115,25 @@ class ForestScale:
 
     def x(self, value: float) -> float:
         span = TRACK_WIDTH - 2 * TRACK_PAD
-        return round(TRACK_PAD + min(max(value, 0.0), self.top) / self.top * span, 1)
+        clamped = min(max(value, self.low), self.high)
+        return round(TRACK_PAD + (clamped - self.low) / ((self.high - self.low) or 1.0) * span, 1)
 
     @property
     def ticks(self) -> list[tuple[float, str]]:
-        step = 0.05 if self.top <= 0.2 else (0.1 if self.top <= 0.5 else 0.2)
-        count = math.floor(self.top / step + 1e-9)
-        return [(self.x(i * step), f"{i * step * 100:.0f}%") for i in range(count + 1)]
+        count = round((self.high - self.low) / self.step)
+        digits = 0 if abs(self.step * 100 - round(self.step * 100)) < 1e-6 else 1
+        return [
+            (self.x(self.low + i * self.step), f"{(self.low + i * self.step) * 100:.{digits}f}%")
+            for i in range(count + 1)
+        ]
 
 
-def forest_scale(highs: Sequence[float]) -> ForestScale:
-    """From 0 to the highest interval's top, rounded up to a tenth (at least 10%)."""
-    top = max(highs, default=0.1)
-    tenths = min(max(int(-(-round(top * 1000) // 100)), 1), 10)
-    return ForestScale(tenths / 10)
+def forest_scale(lows: Sequence[float], highs: Sequence[float]) -> ForestScale:
+    """From the lowest interval's bottom to the highest one's top, in round steps."""
+    if not lows or not highs:
+        return ForestScale(0.0, 1.0, 0.25)
+    ticks = nice_range(min(lows), max(highs), percent=True)
+    return ForestScale(ticks[0], ticks[-1], round(ticks[1] - ticks[0], 10))
 
 
 @dataclass(frozen=True)
@@ -163,7 +176,6 @@ class Bar:
     low_x: float
     width: float
     point_x: float
-    estimate_x: float | None
 
 
 @dataclass(frozen=True)
@@ -205,12 +217,7 @@ class FeaturePage:
         if row.interval is None or row.ratio is None:
             return None
         low_x, high_x = self.scale.x(row.interval[0]), self.scale.x(row.interval[1])
-        return Bar(
-            low_x,
-            max(round(high_x - low_x, 1), 1.5),
-            self.scale.x(row.ratio),
-            None if row.estimate is None else self.scale.x(row.estimate),
-        )
+        return Bar(low_x, max(round(high_x - low_x, 1), 1.5), self.scale.x(row.ratio))
 
 
 def _fresh_after(now: datetime, window_days: int) -> datetime:
@@ -296,11 +303,13 @@ def pooled_trend(feature: str, now: datetime, weeks: int) -> TrendChart | None:
     ]
     if not points:
         return None
-    end = as_utc(now)
+    start, end = time_domain(
+        [p.at for p in points], as_utc(now) - timedelta(weeks=weeks), as_utc(now)
+    )
     return trend_chart(
         feature,
         points,
-        end - timedelta(weeks=weeks),
+        start,
         end,
         percent=True,
         y_label="pooled engagement ratio",
@@ -333,7 +342,8 @@ def load(
     intervals = {r.org_id: _interval_of(r) for r in fresh}
     flags = {org_id: flag_of(iv, pool) for org_id, iv in intervals.items()}
     changes = [_change_of(r) for r in fresh]
-    scale = forest_scale([iv[1] for iv in intervals.values() if iv is not None])
+    known = [iv for iv in intervals.values() if iv is not None]
+    scale = forest_scale([iv[0] for iv in known], [iv[1] for iv in known])
 
     ratio, rate = aliased(Calibration), aliased(Calibration)
     filters: list[ColumnElement[bool]] = [or_(ratio.id.is_not(None), rate.id.is_not(None))]

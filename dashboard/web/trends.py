@@ -20,8 +20,10 @@ from dashboard.web.charts import (
     RATE_COLOR,
     TrendChart,
     TrendPoint,
+    merge_extents,
+    time_domain,
     trend_chart,
-    trend_top,
+    trend_extent,
 )
 from loops.calibrations import split_key
 from loops.models import CalibrationHistory
@@ -88,7 +90,7 @@ class HistoryEntry:
         """The hover text of this run's point."""
         day = as_utc(self.computed_at).strftime("%a %-d %b")
         parts = [day, self.display]
-        if self.interval is not None and self.kind == "ratio":
+        if self.interval is not None:
             parts[-1] += f" [{self.interval_text}]"
         noun = "delivered" if self.kind == "ratio" else "signals"
         parts.append(f"n={self.sample_size:,} {noun}")
@@ -177,6 +179,10 @@ class FeatureTrend:
     def latest_ratio(self) -> HistoryEntry | None:
         return next((e for e in self.entries if e.kind == "ratio"), None)
 
+    @property
+    def latest_rate(self) -> HistoryEntry | None:
+        return next((e for e in self.entries if e.kind == "rate"), None)
+
 
 @dataclass(frozen=True)
 class Trends:
@@ -196,8 +202,8 @@ def _points(items: Sequence[HistoryEntry]) -> list[TrendPoint]:
         TrendPoint(
             at=as_utc(e.computed_at),
             value=e.value,
-            low=e.interval[0] if e.interval and e.kind == "ratio" else None,
-            high=e.interval[1] if e.interval and e.kind == "ratio" else None,
+            low=e.interval[0] if e.interval else None,
+            high=e.interval[1] if e.interval else None,
             change=e.change.value if e.change else None,
             text=e.readout,
         )
@@ -214,8 +220,10 @@ def build(items: Sequence[HistoryEntry], now: datetime, weeks: int, shared: bool
         by_feature.setdefault(e.feature, {}).setdefault(e.kind, []).append(e)
     ratio_points = {f: _points(k.get("ratio", [])) for f, k in by_feature.items()}
     rate_points = {f: _points(k.get("rate", [])) for f, k in by_feature.items()}
-    ratio_max = max((trend_top(p) for p in ratio_points.values()), default=0.0)
-    rate_max = max((trend_top(p) for p in rate_points.values()), default=0.0)
+    ratio_range = merge_extents([trend_extent(p) for p in ratio_points.values()])
+    rate_range = merge_extents([trend_extent(p) for p in rate_points.values()])
+    # Every chart of the page on one time axis, fitted to the runs there are.
+    x_start, x_end = time_domain([as_utc(e.computed_at) for e in items], start, end)
 
     def latest_rate(feature: str) -> float:
         points = rate_points[feature]
@@ -229,23 +237,23 @@ def build(items: Sequence[HistoryEntry], now: datetime, weeks: int, shared: bool
             ratio = trend_chart(
                 feature,
                 ratio_points[feature],
-                start,
-                end,
+                x_start,
+                x_end,
                 percent=True,
                 y_label=RATIO_LABEL,
                 color=ENGAGE_COLOR,
-                y_max=ratio_max if shared else None,
+                y_range=ratio_range if shared else None,
             )
         if rate_points[feature]:
             rate = trend_chart(
                 feature,
                 rate_points[feature],
-                start,
-                end,
+                x_start,
+                x_end,
                 percent=False,
                 y_label=RATE_LABEL,
                 color=RATE_COLOR,
-                y_max=rate_max if shared else None,
+                y_range=rate_range if shared else None,
             )
         newest = sorted(
             [*kinds.get("ratio", []), *kinds.get("rate", [])],

@@ -144,7 +144,13 @@ def tenant(slug: str) -> ResponseReturnValue:
     days = tenant_page.parse_range(request.args.get("days"))
     weeks = trends.parse_weeks(request.args.get("weeks"))
     shared = _shared_scale()
-    view = {"days": days, "weeks": weeks, "shared": shared, "ranges": CHART_RANGES}
+    view = {
+        "days": days,
+        "weeks": weeks,
+        "shared": shared,
+        "ranges": CHART_RANGES,
+        "week_ranges": trends.TREND_RANGES,
+    }
     if _wants_partial("charts"):
         charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days, shared)
         return render_template("_charts.html", org=org, charts=charts, **view)
