@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -198,3 +199,28 @@ def test_migration_seeds_history_from_current_and_previous_values(
             assert not sa.inspect(conn).has_table("loop_calibration_history")
             assert conn.execute(sa.text("SELECT count(*) FROM loop_calibrations")).scalar() == 2
         db.engine.dispose()
+
+
+def test_demo_seed_leaves_weeks_of_history_dated_as_the_weekly_job_would(runner) -> None:
+    from loops.models import Organization, TuneRun
+
+    result = runner.invoke(args=["demo", "seed"])
+    assert result.exit_code == 0, result.output
+    acme = db.session.execute(select(Organization).where(Organization.slug == "acme")).scalar_one()
+    runs = list(
+        db.session.execute(
+            select(TuneRun).where(TuneRun.org_id == acme.id).order_by(TuneRun.id)
+        ).scalars()
+    )
+    # 60 days of signals, a 30-day window: four past weeks and now.
+    assert len(runs) == 5 and all(r.state == "succeeded" for r in runs)
+    gaps = [(b.enqueued_at - a.enqueued_at).total_seconds() for a, b in itertools.pairwise(runs)]
+    assert all(abs(gap - 7 * 86_400) < 60 for gap in gaps)
+    assert all(r.started_at >= r.enqueued_at for r in runs)
+    points = {
+        (row.run_id, row.computed_at)
+        for row in history(acme.id)
+        if row.key == "engagement-ratio:mention"
+    }
+    assert len(points) == 5
+    assert {run_id for run_id, _ in points} == {r.id for r in runs}

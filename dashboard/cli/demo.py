@@ -259,10 +259,25 @@ def plan_notifications(
 
 
 def _tune_all(echo: Callable[[str], Any], now: datetime) -> None:
-    """Tune every tenant in-process, so a fresh `make run` shows calibrations and run history."""
+    """Tune every tenant in-process, so a fresh `make run` shows calibrations and run history:
+    first as the weekly job would have in each past week the signals cover (so each
+    calibration has a history to chart), then now."""
+    from jobs import settings as job_settings
     from jobs.runs import run_in_process
-    from loops.models import RunTrigger
+    from loops.models import RunTrigger, TuneRun
 
+    for weeks_ago in range((DEMO_DAYS - job_settings.lookback_days()) // 7, 0, -1):
+        at = now - timedelta(weeks=weeks_ago)
+        past, _ = run_in_process(None, trigger=RunTrigger.SCHEDULE, requested_by=None, now=at)
+        # Dated when they would have run, not when the seed ran them.
+        for run in db.session.execute(
+            select(TuneRun).where(TuneRun.id.in_([r.run_id for r in past]))
+        ).scalars():
+            shift = (run.enqueued_at or at) - at
+            run.enqueued_at, run.started_at = at, (run.started_at or at) - shift
+            run.finished_at = run.finished_at - shift if run.finished_at else None
+            run.heartbeat_at = run.finished_at
+        db.session.commit()
     results, _ = run_in_process(None, trigger=RunTrigger.CLI, requested_by="demo seed", now=now)
     states = sorted({r.state for r in results})
     echo(f"  tuned {len(results)} tenants ({', '.join(states) or 'none'})")
