@@ -1,9 +1,12 @@
-"""Dashboard server time: the overview (first page) and the largest tenant's page, logged in.
+"""Dashboard server time: the overview (first page), the largest tenant's page (with its
+calibration history: 26 weeks by default, and a whole year), and the most delivered
+feature's page across every tenant, logged in.
 
 Measured in-process with the Flask test client (server time only: routing, queries,
 templates), warm, as the bench viewer. Baseline, same run: the raw SQL each page's
-data needs (the rollup reads), executed with psycopg on a warm connection — what the
-database alone takes for that page.
+data needs (the rollup and history reads), executed with psycopg on a warm connection —
+what the database alone takes for that page. The data set holds a year of weekly runs
+in the history (bench/generate.py), so the pages read what a year of tuning leaves.
 """
 
 from __future__ import annotations
@@ -59,6 +62,30 @@ TENANT_SQL = [
     """,
     "SELECT * FROM loop_calibrations WHERE org_id = %(org)s ORDER BY key",
     "SELECT * FROM tune_runs WHERE org_id = %(org)s ORDER BY id DESC LIMIT 20",
+    """
+    SELECT * FROM loop_calibration_history
+    WHERE org_id = %(org)s AND computed_at >= %(history_since)s ORDER BY key, computed_at
+    """,
+]
+FEATURE_SQL = [
+    """
+    SELECT org_id, value, sample_size, engaged, interval_low, interval_high, previous_value,
+           computed_at
+    FROM loop_calibrations WHERE key = %(ratio_key)s
+    """,
+    """
+    SELECT o.id, o.slug, o.name, r.*, c.*
+    FROM organizations o
+    LEFT JOIN loop_calibrations r ON r.org_id = o.id AND r.key = %(ratio_key)s
+    LEFT JOIN loop_calibrations c ON c.org_id = o.id AND c.key = %(rate_key)s
+    WHERE r.id IS NOT NULL OR c.id IS NOT NULL
+    ORDER BY r.value DESC NULLS LAST, o.name, o.id LIMIT 25
+    """,
+    """
+    SELECT date(computed_at), sum(engaged), sum(sample_size), count(engaged)
+    FROM loop_calibration_history
+    WHERE key = %(ratio_key)s AND computed_at >= %(history_since)s GROUP BY 1
+    """,
 ]
 
 
@@ -110,6 +137,12 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
         ).fetchone()
         assert row is not None, "no tenants: generate the data set first"
         slug, org_id = row
+        top = conn.execute(
+            "SELECT key FROM loop_calibrations WHERE key LIKE 'engagement-ratio:%%' "
+            "GROUP BY key ORDER BY sum(sample_size) DESC LIMIT 1"
+        ).fetchone()
+        assert top is not None, "no ratio calibrations: generate the data set first"
+        feature = str(top[0]).partition(":")[2]
         first_page = [
             r[0] for r in conn.execute("SELECT id FROM organizations ORDER BY name, id LIMIT 25")
         ]
@@ -120,7 +153,17 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
             "first_page": first_page,
             "org": org_id,
         }
-        tenant_params = params | {"since": today - timedelta(days=89)}
+        now = datetime.now(UTC)
+        tenant_params = params | {
+            "since": today - timedelta(days=89),
+            "history_since": now - timedelta(weeks=26 + 2),
+        }
+        year_params = tenant_params | {"history_since": now - timedelta(weeks=52 + 2)}
+        feature_params = {
+            "ratio_key": f"engagement-ratio:{feature}",
+            "rate_key": f"engagement-rate:{feature}",
+            "history_since": now - timedelta(weeks=26),
+        }
 
         def get(path: str) -> None:
             response = client.get(path)
@@ -135,6 +178,14 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
         pages = {
             "overview": (lambda: get("/"), lambda: raw(OVERVIEW_SQL, params)),
             "tenant": (lambda: get(f"/tenants/{slug}"), lambda: raw(TENANT_SQL, tenant_params)),
+            "tenant 52 weeks": (
+                lambda: get(f"/tenants/{slug}?weeks=52"),
+                lambda: raw(TENANT_SQL, year_params),
+            ),
+            "feature": (
+                lambda: get(f"/features/{feature}"),
+                lambda: raw(FEATURE_SQL, feature_params),
+            ),
         }
         results: dict[str, Any] = {}
         for name, (page_fn, raw_fn) in pages.items():
@@ -147,13 +198,17 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
                 page_times += _sample(page_fn, 1)
                 raw_times += _sample(raw_fn, 1)
             results[name] = {"page": _stats(page_times), "raw_sql": _stats(raw_times)}
-    print(f"dashboard summary (largest tenant: {slug}):    measured     baseline    ratio")
+    print(
+        f"dashboard summary (largest tenant: {slug}, feature: {feature}):"
+        "    measured     baseline    ratio"
+    )
     for name, r in results.items():
         print_row(f"{name} p50", r["page"]["p50_ms"], r["raw_sql"]["p50_ms"], "ms", "<= 100 ms")
         print_row(f"{name} p95", r["page"]["p95_ms"], r["raw_sql"]["p95_ms"], "ms", "<= 250 ms")
     payload = {
         "database": dbname,
         "tenant": slug,
+        "feature": feature,
         "results": results,
         "summary": {
             name: {

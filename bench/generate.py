@@ -36,8 +36,11 @@ from bench.common import (
     venv_bin,
 )
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 BIG_TABLES = ("notifications", "loop_signals", "org_memberships", "users", "api_tokens")
+# A year of weekly tune runs in the calibration history (the dashboard's history charts).
+HISTORY_WEEKS = 52
+HISTORY_TABLES = ("tune_runs", "loop_calibration_history", "loop_calibrations", "delivery_policies")
 
 # (feature, popularity, chance the recipient ever reads it)
 FEATURES = [
@@ -284,7 +287,222 @@ COLUMNS = {
         "delivered_at",
     ),
     "loop_signals": ("id", "org_id", "kind", "feature", "user_id", "subject_id", "created_at"),
+    "tune_runs": (
+        "id",
+        "org_id",
+        "trigger",
+        "requested_by",
+        "state",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "heartbeat_at",
+        "calibrations_written",
+    ),
+    "loop_calibration_history": (
+        "id",
+        "org_id",
+        "key",
+        "value",
+        "sample_size",
+        "window_days",
+        "engaged",
+        "interval_low",
+        "interval_high",
+        "estimate",
+        "run_id",
+        "computed_at",
+        "mode",
+        "mode_reason",
+        "mode_changed",
+    ),
+    "loop_calibrations": (
+        "id",
+        "org_id",
+        "key",
+        "value",
+        "sample_size",
+        "window_days",
+        "computed_at",
+        "distinct_users",
+        "run_id",
+        "previous_value",
+        "previous_sample_size",
+        "previous_computed_at",
+        "previous_run_id",
+        "engaged",
+        "interval_low",
+        "interval_high",
+        "estimate",
+    ),
+    "delivery_policies": (
+        "id",
+        "org_id",
+        "feature",
+        "mode",
+        "reason",
+        "decided_at",
+        "run_id",
+        "mode_since",
+        "ratio",
+        "interval_low",
+        "interval_high",
+        "sample_size",
+    ),
 }
+
+
+# --- a year of weekly runs ---------------------------------------------------------
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    if n <= 60:
+        return sum(1 for _ in range(n) if rng.random() < p)
+    sd = (n * p * (1 - p)) ** 0.5
+    return min(n, max(0, round(rng.gauss(n * p, sd))))
+
+
+def history_tables(
+    world: World, ts: Callable[[int], Any], weeks: int = HISTORY_WEEKS
+) -> dict[str, list[tuple[Any, ...]]]:
+    """What a year of weekly tune runs would have left: runs, every value they wrote, the
+    current calibrations (the last week's, with the week before as previous) and each
+    tenant's delivery policy. Drawn, not tuned: each tenant reads each feature at its own
+    rate (drifting slowly over the year) out of a 30-day volume that follows the tenant's
+    size, so the values, intervals, shrunk estimates and decisions are what the tune's
+    own formulas give for such counts."""
+    from loops.policy_rules import DeliveryMode, Evidence, decide
+    from loops.settings import DEFAULT_POLICY_DIGEST_BELOW
+    from loops.stats import fit_beta_prior, shrunk_estimate, wilson_interval
+
+    scale = world.scale
+    rng = random.Random(SEED + 3)
+    window = 30
+    # The weekly cron (Monday 05:30 UTC), the last firing before the data set's "now".
+    last = world.end - (world.end - 4 * 86_400 - 5 * 3600 - 1800) % (7 * 86_400)
+    fire = [last - k * 7 * 86_400 for k in range(weeks - 1, -1, -1)]
+    virtual_per_day = scale.signals / (1 + _avg_read_rate()) / scale.days
+    org_weights = [1 / (i**1.07) for i in range(1, scale.tenants + 1)]
+    total_weight = sum(org_weights)
+    popularity = sum(p for _, p, _ in FEATURES)
+    taste = {
+        (org, f): min(0.97, r * rng.lognormvariate(0, 0.2))
+        for org in range(1, scale.tenants + 1)
+        for f, _, r in FEATURES
+    }
+    drift = {key: rng.uniform(-0.15, 0.15) for key in taste}
+    runs: list[tuple[Any, ...]] = []
+    history: list[tuple[Any, ...]] = []
+    current: dict[tuple[int, str], list[tuple[Any, ...]]] = {}  # (org, key) → written
+    policies: dict[tuple[int, str], list[Any]] = {}
+    run_id = history_id = 0
+    for week, at in enumerate(fire):
+        growth = 0.9 + 0.2 * week / max(weeks - 1, 1)
+        counts: dict[tuple[int, str], tuple[int, int]] = {}
+        for org in range(1, scale.tenants + 1):
+            share = org_weights[org - 1] / total_weight
+            for f, p, _ in FEATURES:
+                n = _binomial(rng, int(virtual_per_day * window * share * p / popularity * 2), 0.5)
+                n = round(n * growth)
+                if n > 0:
+                    read = taste[(org, f)] * (1 + drift[(org, f)] * (week / weeks - 0.5))
+                    counts[(org, f)] = (_binomial(rng, n, min(max(read, 0.0), 1.0)), n)
+        priors = {
+            f: fit_beta_prior([c for (o, g), c in counts.items() if g == f]) for f, _, _ in FEATURES
+        }
+        for org in range(1, scale.tenants + 1):
+            mine = [(f, counts[(org, f)]) for f, _, _ in FEATURES if (org, f) in counts]
+            if not mine:
+                continue
+            run_id += 1
+            started = at + rng.randrange(1, 120)
+            finished = started + 1
+            runs.append(
+                (
+                    run_id,
+                    org,
+                    "schedule",
+                    None,
+                    "succeeded",
+                    ts(at),
+                    ts(started),
+                    ts(finished),
+                    ts(finished),
+                    2 * len(mine),
+                )
+            )
+            for f, (engaged, n) in mine:
+                low, high = wilson_interval(engaged, n)
+                prior = priors[f]
+                estimate = shrunk_estimate(engaged, n, prior) if prior else None
+                ratio = round(engaged / n, 4)
+                policy = policies.get((org, f))
+                was = DeliveryMode(policy[0]) if policy else None
+                decision = decide(
+                    f, Evidence(ratio, low, high, n), DEFAULT_POLICY_DIGEST_BELOW, was
+                )
+                changed = policy is None or policy[0] != decision.mode.value
+                since = at if policy is None or changed else policy[1]
+                policies[(org, f)] = [decision.mode.value, since, decision.reason, at, run_id]
+                policies[(org, f)] += [ratio, low, high, n]
+                rate = round(engaged / window, 4)
+                for key, value, size, extra in (
+                    (f"engagement-rate:{f}", rate, engaged, (None, None, None, None)),
+                    (f"engagement-ratio:{f}", ratio, n, (engaged, low, high, estimate)),
+                ):
+                    history_id += 1
+                    is_ratio = key.startswith("engagement-ratio:")
+                    history.append(
+                        (
+                            history_id,
+                            org,
+                            key,
+                            value,
+                            size,
+                            window,
+                            *extra,
+                            run_id,
+                            ts(at),
+                            decision.mode.value if is_ratio else None,
+                            decision.reason if is_ratio else None,
+                            ("t" if changed else "f") if is_ratio else None,
+                        )
+                    )
+                    current.setdefault((org, key), []).append((value, size, at, run_id, *extra))
+    calibrations = []
+    for i, ((org, key), written) in enumerate(sorted(current.items()), start=1):
+        value, size, at, run, *measured = written[-1]
+        before: tuple[Any, ...] = written[-2] if len(written) > 1 else (None, None, None, None)
+        calibrations.append(
+            (
+                i,
+                org,
+                key,
+                value,
+                size,
+                window,
+                ts(at),
+                None,
+                run,
+                before[0],
+                before[1],
+                ts(before[2]) if before[2] else None,
+                before[3],
+                *measured,
+            )
+        )
+    policy_rows = [
+        (i, org, f, mode, reason, ts(decided), run, ts(since), ratio, low, high, n)
+        for i, ((org, f), (mode, since, reason, decided, run, ratio, low, high, n)) in enumerate(
+            sorted(policies.items()), start=1
+        )
+    ]
+    return {
+        "tune_runs": runs,
+        "loop_calibration_history": history,
+        "loop_calibrations": calibrations,
+        "delivery_policies": policy_rows,
+    }
 
 
 DATA_FIELDS = ("tenants", "users", "notifications", "signals", "days", "load_users")
@@ -427,6 +645,16 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
             "SELECT org_id, kind, feature, (created_at AT TIME ZONE 'UTC')::date, count(*) "
             "FROM loop_signals GROUP BY 1, 2, 3, 4"
         )
+        t1 = time.perf_counter()
+        for table, rows in history_tables(world, ts_pg).items():
+            for start in range(0, len(rows), 100_000):
+                _copy_rows(cur, table, rows[start : start + 100_000])
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
+            )
+            print(f"  {table}: {len(rows):,}", flush=True)
+        print(f"  {HISTORY_WEEKS} weeks of history: {time.perf_counter() - t1:.1f}s", flush=True)
         cur.execute(
             "INSERT INTO bench_meta VALUES ('fingerprint', %s), ('generated_at', now()::text), "
             "('end_epoch', %s)",
