@@ -631,6 +631,14 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
                 _progress("signals", done_s, scale.signals, t0)
         _progress("signals", done_s, scale.signals, t0)
         print(f"  notifications: {done_n:,}", flush=True)
+        # The load ran with triggers off (replica): claim each ENGAGE/DELIVER pair in
+        # the exactly-once guard here, as the insert trigger would have.
+        cur.execute("TRUNCATE loop_signal_once")
+        cur.execute(
+            "INSERT INTO loop_signal_once (kind, subject_id, created_at) "
+            "SELECT kind, subject_id, created_at FROM loop_signals "
+            "WHERE kind IN ('ENGAGE', 'DELIVER') AND subject_id IS NOT NULL"
+        )
         for name, sql in indexes:
             t1 = time.perf_counter()
             cur.execute(sql)

@@ -40,6 +40,7 @@ from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, te
 from sqlalchemy.exc import OperationalError
 
 from loops.database import db
+from loops.models import ONCE_PER_SUBJECT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ once_guard = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-_NAME = re.compile(r"^loop_signals_p(\d{4})_(\d{2})$")
+_ONCE_KINDS = "(" + ", ".join(f"'{kind}'" for kind in ONCE_PER_SUBJECT_KINDS) + ")"
 _BOUNDS = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 
 
@@ -234,6 +235,15 @@ def create_month(month: datetime) -> int:
             execution_options={"preserve_rowcount": True},
         )
         moved = max(0, result.rowcount)  # type: ignore[attr-defined]
+        # Leaving the default partition released the moved rows' claims (its delete
+        # trigger): claim them again. No insert can come between: inserts are held.
+        db.session.execute(
+            text(
+                f"INSERT INTO {once_guard.name} (kind, subject_id, created_at) "
+                f"SELECT kind, subject_id, created_at FROM {name} "
+                f"WHERE kind IN {_ONCE_KINDS} AND subject_id IS NOT NULL ON CONFLICT DO NOTHING"
+            )
+        )
         db.session.execute(
             text(
                 f"ALTER TABLE {PARENT} ATTACH PARTITION {name} "

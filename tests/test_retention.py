@@ -344,3 +344,26 @@ def test_sixteen_writers_racing_for_one_notification_write_one_engage(app, make,
         db.session.execute(select(func.count()).where(LoopSignal.subject_id == subject)).scalar()
         == 1
     )
+
+
+def test_a_deleted_signal_gives_its_claim_back(app, make, bare) -> None:
+    """The guard mirrors the rows that exist (PostgreSQL), as the unique index does (SQLite)."""
+    user = make.user()
+    org = make.org()
+    make.member(user, org)
+    subject = make.notification(user).id
+    assert emit_for_subject(
+        SignalKind.ENGAGE, user_id=user.id, subject_id=subject, feature="f", at=NOW
+    )
+    db.session.commit()
+    db.session.execute(text("DELETE FROM loop_signals WHERE subject_id = :s"), {"s": subject})
+    db.session.commit()
+    later = NOW + timedelta(days=45)
+    assert emit_for_subject(
+        SignalKind.ENGAGE, user_id=user.id, subject_id=subject, feature="f", at=later
+    )
+    assert not emit_for_subject(
+        SignalKind.ENGAGE, user_id=user.id, subject_id=subject, feature="f", at=NOW
+    )
+    db.session.commit()
+    assert list(signal_times().values()) == [later]

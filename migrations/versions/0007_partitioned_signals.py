@@ -67,6 +67,17 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION loop_signals_release_once() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- A deleted signal (an organization deleted, a row removed by hand) gives its
+    -- claim back, so the guard always mirrors the rows that exist.
+    DELETE FROM loop_signal_once
+    WHERE kind = OLD.kind AND subject_id = OLD.subject_id AND created_at = OLD.created_at;
+    RETURN NULL;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION loop_signals_truncate_once() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -78,6 +89,10 @@ $$;
 CREATE TRIGGER loop_signals_claim_once BEFORE INSERT ON loop_signals
 FOR EACH ROW WHEN (NEW.kind IN {ONCE_KINDS} AND NEW.subject_id IS NOT NULL)
 EXECUTE FUNCTION loop_signals_claim_once();
+
+CREATE TRIGGER loop_signals_release_once AFTER DELETE ON loop_signals
+FOR EACH ROW WHEN (OLD.kind IN {ONCE_KINDS} AND OLD.subject_id IS NOT NULL)
+EXECUTE FUNCTION loop_signals_release_once();
 
 CREATE TRIGGER loop_signals_truncate_once AFTER TRUNCATE ON loop_signals
 FOR EACH STATEMENT EXECUTE FUNCTION loop_signals_truncate_once();
@@ -235,6 +250,7 @@ def _unpartition(bind):
     op.execute("DROP TABLE loop_signal_once")
     op.execute("DROP FUNCTION loop_signals_claim_once()")
     op.execute("DROP FUNCTION loop_signals_truncate_once()")
+    op.execute("DROP FUNCTION loop_signals_release_once()")
     op.execute(f"ALTER SEQUENCE {sequence} OWNED BY loop_signals.id")
     op.execute("ALTER TABLE loop_signals ADD CONSTRAINT loop_signals_pkey PRIMARY KEY (id)")
     op.execute(
