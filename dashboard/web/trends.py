@@ -10,6 +10,7 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -99,7 +100,7 @@ class HistoryEntry:
         return " · ".join(parts)
 
 
-def entry_interval(row: CalibrationHistory, kind: str) -> tuple[float, float] | None:
+def entry_interval(row: Any, kind: str) -> tuple[float, float] | None:
     if kind == "ratio" and row.sample_size > 0:
         return ratio_interval(
             row.engaged, row.sample_size, row.value, row.interval_low, row.interval_high
@@ -109,10 +110,11 @@ def entry_interval(row: CalibrationHistory, kind: str) -> tuple[float, float] | 
     return None
 
 
-def entries(rows: Iterable[CalibrationHistory]) -> list[HistoryEntry]:
-    """History rows (ordered by key, then time) as entries, each compared with the one before."""
+def entries(rows: Iterable[Any]) -> list[HistoryEntry]:
+    """History rows (ordered by key, then time; ORM objects or plain rows of the table) as
+    entries, each compared with the one before."""
     out: list[HistoryEntry] = []
-    previous: CalibrationHistory | None = None
+    previous: Any = None
     for row in rows:
         if previous is not None and previous.key != row.key:
             previous = None
@@ -157,15 +159,30 @@ def load_entries(org_id: int, since: datetime) -> list[HistoryEntry]:
 
     Reads a little before ``since`` so the first run in range has its predecessor.
     """
+    # Plain rows, not ORM objects: a year of a large tenant is some 800 of them.
     rows = db.session.execute(
-        select(CalibrationHistory)
+        select(*CalibrationHistory.__table__.c)
         .where(
             CalibrationHistory.org_id == org_id,
             CalibrationHistory.computed_at >= since - timedelta(days=14),
         )
         .order_by(CalibrationHistory.key, CalibrationHistory.computed_at, CalibrationHistory.id)
-    ).scalars()
+    )
     return [e for e in entries(rows) if as_utc(e.computed_at) >= since]
+
+
+# A feature's table shows its latest runs; the CSV holds them all.
+TABLE_RUNS = 12
+
+
+@dataclass(frozen=True)
+class RunValues:
+    """One run's ratio and rate of a feature (either may be missing)."""
+
+    computed_at: datetime
+    run_id: int | None
+    ratio: HistoryEntry | None
+    rate: HistoryEntry | None
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,23 @@ class FeatureTrend:
     ratio: TrendChart | None
     rate: TrendChart | None
     entries: list[HistoryEntry]  # newest first, both kinds
+
+    @property
+    def runs(self) -> list[RunValues]:
+        """Newest first, one row a run."""
+        by_run: dict[tuple[int | None, datetime], dict[str, HistoryEntry]] = {}
+        for e in self.entries:
+            by_run.setdefault((e.run_id, e.computed_at), {})[e.kind] = e
+        rows = [
+            RunValues(at, run_id, kinds.get("ratio"), kinds.get("rate"))
+            for (run_id, at), kinds in by_run.items()
+        ]
+        rows.sort(key=lambda r: as_utc(r.computed_at), reverse=True)
+        return rows
+
+    @property
+    def table_runs(self) -> list[RunValues]:
+        return self.runs[:TABLE_RUNS]
 
     @property
     def latest_ratio(self) -> HistoryEntry | None:
