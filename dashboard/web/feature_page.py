@@ -314,9 +314,9 @@ def pooled_trend(feature: str, now: datetime, weeks: int) -> TrendChart | None:
         percent=True,
         y_label="pooled engagement ratio",
         color=ENGAGE_COLOR,
-        width=720,
+        width=420,
         height=170,
-        x_ticks=6,
+        x_ticks=5,
     )
 
 
