@@ -9,7 +9,7 @@ import platform
 import statistics
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -202,6 +202,87 @@ def write_result(kind: str, scale: Scale, payload: dict[str, Any]) -> Path:
     path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     print(f"  results -> {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return path
+
+
+# A part starts only on a quiet machine: the 1-minute load average at or below LOAD_LIMIT.
+# Figures taken while tests ran beside them (load 3 on two cores) moved by ±25 %.
+LOAD_LIMIT = 1.0
+# Busy means above the limit for at least this long (a brief spike is not a test run).
+LOAD_BUSY_S = 30.0
+# How long a part waits for the machine to quiet down before refusing to start.
+LOAD_WAIT_S = float(os.environ.get("BENCH_LOAD_WAIT_S", "300"))
+
+
+class BusyMachine(SystemExit):
+    """The machine stayed busy: the part refuses to start (``--force`` overrides)."""
+
+
+def wait_for_quiet(
+    part: str,
+    *,
+    force: bool,
+    wait_s: float = LOAD_WAIT_S,
+    poll_s: float = 2.0,
+    loadavg: Callable[[], tuple[float, float, float]] = os.getloadavg,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Wait until the 1-minute load is at most LOAD_LIMIT, and say what it was.
+
+    Polls every ``poll_s``; once the load has stayed above the limit for
+    ``max(wait_s, LOAD_BUSY_S)`` seconds something else is running (tests, another
+    benchmark) and the part refuses to start (BusyMachine). ``force`` starts at once
+    and marks the record ``quiet: False`` when the load was above the limit, so the
+    figures can be told apart (CI smoke runs beside the test suite).
+    """
+    started = clock()
+    load = loadavg()
+    if force:
+        quiet = load[0] <= LOAD_LIMIT
+        if not quiet:
+            print(
+                f"  {part}: load average {load[0]:.2f} > {LOAD_LIMIT} but --force given; "
+                "these figures are NOT valid measurements",
+                flush=True,
+            )
+        return _load_record(load, 0.0, quiet=quiet, forced=True)
+    deadline = started + max(wait_s, LOAD_BUSY_S)
+    announced = False
+    while load[0] > LOAD_LIMIT:
+        if clock() >= deadline:
+            raise BusyMachine(
+                f"bench: refusing to start {part}: the 1-minute load average stayed above "
+                f"{LOAD_LIMIT} for {clock() - started:.0f} s (now {load[0]:.2f}); another test "
+                "or benchmark is running. Run benchmarks alone, or pass --force to run anyway "
+                "(figures then not valid)."
+            )
+        if not announced:
+            print(
+                f"  {part}: load average {load[0]:.2f} > {LOAD_LIMIT}; waiting up to "
+                f"{max(wait_s, LOAD_BUSY_S):.0f} s for a quiet machine",
+                flush=True,
+            )
+            announced = True
+        sleep(poll_s)
+        load = loadavg()
+    return _load_record(load, round(clock() - started, 1), quiet=True, forced=force)
+
+
+def _load_record(
+    load: tuple[float, float, float], waited_s: float, *, quiet: bool, forced: bool
+) -> dict[str, Any]:
+    return {
+        "load_avg": [round(v, 2) for v in load],
+        "waited_s": waited_s,
+        "quiet": quiet,
+        "forced": forced,
+    }
+
+
+def record_load(part: str) -> dict[str, Any]:
+    """The load average at the start of a sub-part (our own servers may be running)."""
+    load = os.getloadavg()
+    return {"part": part, "load_avg": [round(v, 2) for v in load]}
 
 
 @contextmanager

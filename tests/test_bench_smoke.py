@@ -44,6 +44,8 @@ def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         pytest.skip("the benchmarks run on PostgreSQL (set DATABASE_URL)")
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load is not installed (apt-get install -y nghttp2-client)")
     base = sa.make_url(server.replace("postgresql+psycopg://", "postgresql://"))
     prefix = f"el_bench_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
     dbname = f"{prefix}_smoke"
@@ -61,6 +63,8 @@ def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             "BENCH_REDIS_URL": TEST_REDIS_URL,
             "BENCH_PRODUCT_PORT": str(_free_port()),
             "BENCH_BASELINE_PORT": str(_free_port()),
+            "BENCH_FIVEROUND_PORT": str(_free_port()),
+            "BENCH_FLASK_PORT": str(_free_port()),
             "BENCH_SQLITE_PORT": str(_free_port()),
         }
     )
@@ -77,7 +81,8 @@ def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--scale", "smoke"],
+        # --force: the suite runs beside other tests, so the machine is never quiet.
+        [sys.executable, "-m", "bench.run", "--scale", "smoke", "--force"],
         cwd=ROOT,
         env=bench_env,
         capture_output=True,
@@ -100,13 +105,29 @@ def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Pa
         assert "machine" in doc and "finished_at" in doc
 
     markread = json.loads((results / "markread-smoke.json").read_text())
+    sides = ("product", "two_statement", "five_round_trip", "minimal_flask")
     for mode in ("first", "repeat"):
-        for side in ("product", "baseline"):
+        for side in sides:
             figures = markread["results"][mode][side]
             assert figures["rps"] > 0
             assert all(r["non200"] == 0 for r in figures["runs"])
-    # Every first read of the walk wrote exactly one ENGAGE, on both sides.
-    for side in ("product", "baseline"):
+    # Open loop: the product and the two-statement baseline at half the baseline's rate.
+    open_loop = markread["results"]["open_loop"]
+    expected_rate = 0.5 * markread["results"]["repeat"]["two_statement"]["rps"]
+    assert open_loop["rate_rps"] == pytest.approx(expected_rate, rel=0.05)
+    for side in ("product", "two_statement"):
+        for r in open_loop[side]["runs"]:
+            assert r["requests"] > 0 and r["non200"] == 0 and r["failed"] == 0
+            assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
+    # The load average was recorded before the part and each of its phases.
+    assert len(markread["load"]["start"]["load_avg"]) == 3
+    assert [p["part"] for p in markread["load"]["parts"]] == [
+        "first reads",
+        "repeat reads",
+        "open loop",
+    ]
+    # Every first read of the walk wrote exactly one ENGAGE, on every side.
+    for side in sides:
         for r in markread["results"]["first"][side]["runs"]:
             if r["wrapped"] == 0:
                 # Requests still in flight when wrk stops are answered but not counted.
@@ -122,7 +143,10 @@ def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Pa
 
     summary = json.loads((results / "summary-smoke.json").read_text())
     figures = {row["figure"] for row in summary["rows"]}
-    assert any(f.startswith("mark-read first reads") for f in figures)
+    assert "mark-read first reads vs two_statement (req/s)" in figures
+    assert "mark-read repeat reads vs minimal_flask (req/s)" in figures
+    assert any(f.startswith("mark-read open loop") for f in figures)
+    assert set(summary["load"]) == {"markread", "tune", "dashboard", "sqlite"}
     assert any(f.startswith("dashboard overview") for f in figures)
     for row in summary["rows"]:
         assert set(row) == {"figure", "measured", "baseline", "ratio", "unit", "target", "met"}
