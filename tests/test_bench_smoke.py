@@ -150,3 +150,72 @@ def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Pa
     assert any(f.startswith("dashboard overview") for f in figures)
     for row in summary["rows"]:
         assert set(row) == {"figure", "measured", "baseline", "ratio", "unit", "target", "met"}
+
+
+class FakeClock:
+    """A monotonic clock that moves only when the guard sleeps, and the loads it sees."""
+
+    def __init__(self, loads: list[float]) -> None:
+        self.now = 0.0
+        self.loads = loads
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def loadavg(self) -> tuple[float, float, float]:
+        one = self.loads.pop(0) if len(self.loads) > 1 else self.loads[0]
+        return (one, 2.0, 2.0)
+
+
+def _guard(fake: FakeClock, *, force: bool = False, wait_s: float = 60) -> dict[str, object]:
+    from bench.common import wait_for_quiet
+
+    return wait_for_quiet(
+        "mark-read",
+        force=force,
+        wait_s=wait_s,
+        poll_s=2,
+        loadavg=fake.loadavg,
+        sleep=fake.sleep,
+        clock=fake.clock,
+    )
+
+
+def test_a_part_starts_at_once_on_a_quiet_machine() -> None:
+    fake = FakeClock([0.4])
+    record = _guard(fake)
+    assert fake.slept == []
+    assert record == {"load_avg": [0.4, 2.0, 2.0], "waited_s": 0.0, "quiet": True, "forced": False}
+
+
+def test_a_part_waits_for_the_load_to_fall_then_starts() -> None:
+    fake = FakeClock([3.0, 2.0, 1.5, 0.9])
+    record = _guard(fake)
+    assert record["waited_s"] == 6.0
+    assert record["load_avg"] == [0.9, 2.0, 2.0] and record["quiet"] is True
+
+
+def test_a_part_refuses_to_start_while_the_machine_stays_busy() -> None:
+    from bench.common import BusyMachine
+
+    fake = FakeClock([3.0])
+    with pytest.raises(BusyMachine, match="refusing to start mark-read"):
+        _guard(fake, wait_s=60)
+    assert fake.now == 60.0
+    # Never less than the 30 s that tells a test run from a brief spike.
+    fake = FakeClock([3.0])
+    with pytest.raises(BusyMachine):
+        _guard(fake, wait_s=5)
+    assert fake.now == 30.0
+
+
+def test_force_starts_on_a_busy_machine_and_says_so() -> None:
+    fake = FakeClock([3.0])
+    record = _guard(fake, force=True)
+    assert fake.slept == []
+    assert record["quiet"] is False and record["forced"] is True
