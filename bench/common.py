@@ -180,10 +180,10 @@ def ratio(measured: float, baseline: float) -> float:
 def print_row(name: str, measured: float, baseline: float | None, unit: str, target: str) -> None:
     """One line of the summary: measured value, baseline value, ratio, target."""
     if baseline is None:
-        print(f"  {name:<44} {measured:>12.2f} {unit:<6} {'':>12} {'':>8}  target {target}")
+        print(f"  {name:<48} {measured:>12.2f} {unit:<6} {'':>12} {'':>8}  target {target}")
         return
     print(
-        f"  {name:<44} {measured:>12.2f} {unit:<6} {baseline:>12.2f} "
+        f"  {name:<48} {measured:>12.2f} {unit:<6} {baseline:>12.2f} "
         f"{ratio(measured, baseline):>8.3f}  target {target}"
     )
 

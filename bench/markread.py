@@ -436,7 +436,7 @@ def summarise_ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    print("markread summary:                             measured            baseline    ratio")
+    print(f"{'markread summary:':<50} {'measured':>12} {'':<6} {'baseline':>12} {'ratio':>8}")
     for mode, label in (("first", "first reads"), ("repeat", "repeat reads")):
         figures = results[mode]
         product = figures["product"]["rps"]

@@ -312,7 +312,7 @@ def bench(scale: Scale, dbname: str, workers: int, batch_sizes: list[int]) -> di
     baseline_s = median(full_times)
     rate_s = median(rate_times)
     default_b = batch_sizes[0]
-    print("tune summary:                                measured     baseline    ratio")
+    print(f"{'tune summary:':<50} {'measured':>12} {'':<6} {'baseline':>12} {'ratio':>8}")
     for b, s in summary_by_batch.items():
         print_row(f"tune all tenants, batch={b}, s", s["seconds"], baseline_s, "s", "<= 3x")
     print_row("  (vs rate-only statement)", summary_by_batch[default_b]["seconds"], rate_s, "s", "")
