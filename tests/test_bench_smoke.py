@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -219,3 +220,70 @@ def test_force_starts_on_a_busy_machine_and_says_so() -> None:
     record = _guard(fake, force=True)
     assert fake.slept == []
     assert record["quiet"] is False and record["forced"] is True
+
+
+def _engage_rows(notification_id: int) -> int:
+    from loops.database import db
+
+    count = db.session.execute(
+        sa.text("SELECT count(*) FROM loop_signals WHERE kind = 'ENGAGE' AND subject_id = :id"),
+        {"id": notification_id},
+    ).scalar_one()
+    db.session.commit()
+    return int(count)
+
+
+@pytest.fixture
+def two_statement_pool(database_url: str) -> Iterator[None]:
+    """The baselines' pool, on the test database (normally opened from DATABASE_URL)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the two-statement baselines run on PostgreSQL")
+    from bench import twostatement
+
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(twostatement, "DSN", dsn)
+        mp.setattr(twostatement, "POOL_SIZE", 2)
+        mp.setattr(twostatement, "_pool", None)
+        yield
+        if twostatement._pool is not None:
+            twostatement._pool.close()
+
+
+@pytest.mark.parametrize("baseline", ["baseline_twostatement", "baseline_flask"])
+def test_the_two_statement_baselines_answer_mark_read_as_the_product_does(
+    baseline: str, two_statement_pool: None, client: Any, make: Any
+) -> None:
+    """Same bodies, same statuses, same ENGAGE rows: the baselines measure the same work."""
+    import importlib
+
+    from werkzeug.test import Client
+
+    raw = Client(importlib.import_module(f"bench.{baseline}").app)
+    user = make.user()
+    make.member(user, make.org())
+    stranger = make.notification(make.user())
+    token = make.token(user)
+    ours = {side: make.notification(user, title=f"for {side}") for side in ("product", "raw")}
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def read(side: str, nid: int, auth: dict[str, str] = headers) -> tuple[int, Any]:
+        path = f"/api/v1/notifications/{nid}/read"
+        if side == "product":
+            r = client.post(path, headers=auth)
+            return r.status_code, r.get_json()
+        resp = raw.post(path, headers=auth)
+        return resp.status_code, json.loads(resp.get_data())
+
+    for side in ("product", "raw"):
+        nid = ours[side].id
+        status, first = read(side, nid)
+        assert status == 200 and first["first_read"] is True
+        assert set(first) == {"id", "feature", "title", "created_at", "read_at", "first_read"}
+        assert first["id"] == nid and first["title"] == f"for {side}"
+        assert first["read_at"].endswith("Z") and first["created_at"].endswith("Z")
+        status, again = read(side, nid)
+        assert status == 200 and again == first | {"first_read": False}
+        assert read(side, stranger.id)[0] == 404
+        assert read(side, nid, {"Authorization": "Bearer elp_nope"})[0] == 401
+    assert _engage_rows(ours["product"].id) == _engage_rows(ours["raw"].id) == 1
