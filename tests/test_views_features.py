@@ -516,3 +516,16 @@ def test_rq_dashboard_links_back_to_the_app(client: FlaskClient, make: Any) -> N
     login(client, make.user("a@example.com", Role.ADMIN))
     html = client.get("/admin/rq/").get_data(as_text=True)
     assert 'class="navbar-brand" href="/"' in html and "engagement-loops" in html
+
+
+def test_insight_pages_never_read_raw_signals(app: Flask, viewer: FlaskClient, make: Any) -> None:
+    org = make.org("acme")
+    now = utcnow()
+    ratio(org, "mention", 10, 40, now)
+    add_history(org, "engagement-ratio:mention", 0.25, now, engaged=10, sample_size=40)
+    run = add_run(org, "succeeded", now)
+    urls = ("/features", "/features/mention", f"/runs/{run.id}", "/tenants/acme?weeks=52")
+    for url in urls:
+        with count_queries(app) as statements:
+            assert viewer.get(url).status_code == 200
+        assert not [s for s in statements if "loop_signals." in s or "FROM loop_signals " in s]
