@@ -491,8 +491,12 @@ def test_unchanged_daily_counts_are_not_rewritten(make, signals) -> None:
 def test_a_later_run_recounts_the_days_since_the_previous_run(make, signals) -> None:
     """Days that ended before the last successful run are final; later days are recounted."""
     org = make.org()
-    signals.engage_many(org, "mention", NOW - 10 * DAY, 2)
-    first = tune([org.id])[org.id]
+    # A run stamps its start with the clock, and the next run recounts from that day on:
+    # the story is told around that start (a pinned NOW would drift out of the window
+    # as the calendar moves on).
+    start = utcnow()
+    signals.engage_many(org, "mention", start - 10 * DAY, 2)
+    first = tune([org.id], now=start)[org.id]
     first_day = fresh_run(first.run_id).started_at
     assert first_day is not None
     # A day the periodic refresh missed (workers down), after the first run: healed.
@@ -501,7 +505,7 @@ def test_a_later_run_recounts_the_days_since_the_previous_run(make, signals) -> 
     tune([org.id], now=later)
     counts = tune_engagement.rollup.stored([org.id], (later - 40 * DAY).date())[org.id]
     assert counts[("ENGAGE", "mention", (first_day + DAY).date())] == 3
-    assert counts[("ENGAGE", "mention", (NOW - 10 * DAY).date())] == 2
+    assert counts[("ENGAGE", "mention", (start - 10 * DAY).date())] == 2
 
 
 def test_the_first_run_recounts_the_whole_window(make, signals) -> None:

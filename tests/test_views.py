@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,12 +14,23 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
+from dashboard.web import views
 from loops.database import db
 from loops.models import Organization, Role
 from loops.timeutil import utcnow
 from tests.support.dashboard import add_calibration, add_daily, add_run, csrf_token, login
 
 XSS = '<script>alert("x")</script>'
+
+# A Wednesday noon. Pages take "now" from their view; pinned, a test's rows and the page
+# agree on which UTC day is today, even when the suite runs across midnight.
+PAGES_NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    monkeypatch.setattr(views, "utcnow", lambda: PAGES_NOW)
+    return PAGES_NOW
 
 
 @pytest.fixture
@@ -53,17 +64,17 @@ def count_queries(app: Flask) -> Iterator[list[str]]:
 
 
 def test_overview_shows_volume_chart_calibrations_and_last_run(
-    viewer: FlaskClient, make: Any
+    viewer: FlaskClient, make: Any, now: datetime
 ) -> None:
     org = make.org("acme", "Acme Analytics")
-    today = utcnow().date()
+    today = now.date()
     add_daily(org, "ENGAGE", "mention", today, 7)
     add_daily(org, "ENGAGE", "comment.reply", today - timedelta(days=3), 5)
     add_daily(org, "DELIVER", "mention", today, 100)  # not ENGAGE: not counted
     add_daily(org, "ENGAGE", "mention", today - timedelta(days=45), 1000)  # outside the window
-    add_calibration(org, "engagement-rate:mention", 0.4, utcnow())
-    add_calibration(org, "engagement-ratio:mention", 0.6, utcnow())
-    add_run(org, "failed", utcnow(), error="boom")
+    add_calibration(org, "engagement-rate:mention", 0.4, now)
+    add_calibration(org, "engagement-ratio:mention", 0.6, now)
+    add_run(org, "failed", now, error="boom")
 
     html = viewer.get("/").get_data(as_text=True)
     row = html[html.index('data-slug="acme"') :]
@@ -133,13 +144,13 @@ def test_pagination(viewer: FlaskClient, make: Any) -> None:
     assert viewer.get("/?page=99").status_code == 200
 
 
-def test_sort_by_volume_and_last_run(viewer: FlaskClient, make: Any) -> None:
+def test_sort_by_volume_and_last_run(viewer: FlaskClient, make: Any, now: datetime) -> None:
     a, b, c = make.org("a", "Alpha"), make.org("b", "Beta"), make.org("c", "Gamma")
-    today = utcnow().date()
+    today = now.date()
     add_daily(b, "ENGAGE", "x", today, 50)
     add_daily(c, "ENGAGE", "x", today, 10)
-    add_run(a, "succeeded", utcnow() - timedelta(hours=2))
-    add_run(c, "succeeded", utcnow())
+    add_run(a, "succeeded", now - timedelta(hours=2))
+    add_run(c, "succeeded", now)
 
     def order(url: str) -> list[str]:
         html = viewer.get(url).get_data(as_text=True)
@@ -181,9 +192,10 @@ def test_pages_never_read_raw_signals(app: Flask, viewer: FlaskClient, make: Any
 # --- tenant page -------------------------------------------------------------------
 
 
-def test_tenant_page_explains_each_calibration(viewer: FlaskClient, make: Any) -> None:
+def test_tenant_page_explains_each_calibration(
+    viewer: FlaskClient, make: Any, now: datetime
+) -> None:
     org = make.org("acme", "Acme Analytics")
-    now = utcnow()
     old_run = add_run(org, "succeeded", now - timedelta(days=10))
     run = add_run(org, "succeeded", now - timedelta(days=3))
     add_calibration(
@@ -226,9 +238,9 @@ def test_tenant_page_explains_each_calibration(viewer: FlaskClient, make: Any) -
     assert "is-stale" not in mention[: mention.index("</tr>")]
 
 
-def test_tenant_page_charts_and_range_switch(viewer: FlaskClient, make: Any) -> None:
+def test_tenant_page_charts_and_range_switch(viewer: FlaskClient, make: Any, now: datetime) -> None:
     org = make.org("acme")
-    today = utcnow().date()
+    today = now.date()
     add_daily(org, "ENGAGE", "mention", today, 4)
     add_daily(org, "DELIVER", "mention", today, 9)
     add_daily(org, "ENGAGE", "report.ready", today - timedelta(days=50), 2)

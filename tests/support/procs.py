@@ -43,6 +43,14 @@ def wait_until(
         time.sleep(interval)
 
 
+def server_env() -> dict[str, str]:
+    """The environment for a server of our own (redis-server, PostgreSQL): the real clock,
+    even when the suite itself runs under faketime to try another date."""
+    return {
+        k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")
+    }
+
+
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     if process.poll() is not None:
         return
@@ -86,11 +94,16 @@ class RedisServer:
                 "--loglevel",
                 "warning",
             ],
+            env=server_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(self.up, 10, what="redis-server to answer")
+        try:
+            wait_until(self.up, 10, what="redis-server to answer")
+        except AssertionError:
+            kill_group(self.process, signal.SIGKILL)  # never left behind by a failed start
+            raise
 
     def up(self) -> bool:
         conn = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
@@ -113,6 +126,7 @@ class RedisServer:
 def as_postgres(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["runuser", "-u", "postgres", "--", *args],
+        env=server_env(),
         check=check,
         capture_output=True,
         text=True,
