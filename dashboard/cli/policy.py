@@ -15,7 +15,7 @@ from loops.delivery import PolicyError, PolicySettings
 from loops.models import Organization
 from loops.notifications import FEATURE_PATTERN
 from loops.policy_rules import DeliveryMode
-from loops.settings import loops_enabled
+from loops.signals import loops_on
 from loops.timeutil import iso, utcnow
 
 policy_cli = AppGroup("policy", help="Delivery policies: show, pin, unpin, enforce.")
@@ -55,7 +55,7 @@ def policy_show(slug: str) -> None:
         f"  holdout {settings.holdout_percent}% of users, digests at "
         f"{settings.digest_hour_utc:02d}:00 UTC, digest below {settings.digest_below:.2f}"
     )
-    if not loops_enabled(current_app.config.get("LOOPS_ENABLED")):
+    if not loops_on():
         click.echo("  LOOPS_ENABLED is not 'true': nothing is decided or applied")
     policies = delivery.policies_of(org.id)
     if not policies:

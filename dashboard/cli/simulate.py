@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from jobs.runs import run_in_process
 from loops import delivery, notifications
+from loops.accounts import find_org
 from loops.database import db
 from loops.delivery import PolicySettings
 from loops.digest import deliver_due
@@ -66,10 +67,7 @@ class WeekRow:
 
 
 def _setup(now: datetime, rng: random.Random) -> tuple[Organization, list[int]]:
-    org = db.session.execute(
-        select(Organization).where(Organization.slug == SLUG)
-    ).scalar_one_or_none()
-    if org is not None:
+    if find_org(SLUG) is not None:
         raise ValueError(f"tenant {SLUG} already exists: the simulation runs once per database")
     org = Organization(slug=SLUG, name=NAME, created_at=now)
     db.session.add(org)
