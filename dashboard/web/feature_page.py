@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -571,30 +569,24 @@ CSV_COLUMNS = (
 
 
 def page_csv(page: FeaturePage) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in page.rows:
-        low, high = r.interval if r.interval else (None, None)
-        writer.writerow(
-            [
-                formatting.csv_cell(v)
-                for v in (
-                    r.slug,
-                    r.name,
-                    r.ratio,
-                    r.n,
-                    r.engaged,
-                    low,
-                    high,
-                    r.estimate,
-                    r.ratio_previous,
-                    r.ratio_change.value if r.ratio_change else None,
-                    r.flag.value if r.flag else None,
-                    r.rate,
-                    r.rate_change.value if r.rate_change else None,
-                    None if r.ratio_at is None else as_utc(r.ratio_at).isoformat(),
-                )
-            ]
-        )
-    return out.getvalue()
+    return formatting.csv_text(CSV_COLUMNS, (_page_row(r) for r in page.rows))
+
+
+def _page_row(r: TenantFeatureRow) -> tuple[object, ...]:
+    low, high = r.interval if r.interval else (None, None)
+    return (
+        r.slug,
+        r.name,
+        r.ratio,
+        r.n,
+        r.engaged,
+        low,
+        high,
+        r.estimate,
+        r.ratio_previous,
+        r.ratio_change.value if r.ratio_change else None,
+        r.flag.value if r.flag else None,
+        r.rate,
+        r.rate_change.value if r.rate_change else None,
+        None if r.ratio_at is None else as_utc(r.ratio_at).isoformat(),
+    )

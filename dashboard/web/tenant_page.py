@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -259,25 +257,21 @@ def daily_csv(org_id: int, now: datetime, days: int, feature: str | None = None)
     """The daily series behind the charts, one row per feature and day (zeros included)."""
     since, _today = window(now, days)
     counts = daily_counts(org_id, since)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(DAILY_CSV_COLUMNS)
     engage, deliver = SignalKind.ENGAGE.value, SignalKind.DELIVER.value
-    for name in sorted(counts):
-        if feature is not None and name != feature:
-            continue
-        by_kind = counts[name]
-        for i in range(days):
-            day = since + timedelta(days=i)
-            writer.writerow(
-                [
-                    day.isoformat(),
-                    formatting.csv_cell(name),
-                    by_kind.get(engage, {}).get(day, 0),
-                    by_kind.get(deliver, {}).get(day, 0),
-                ]
+    return formatting.csv_text(
+        DAILY_CSV_COLUMNS,
+        (
+            (
+                (since + timedelta(days=i)).isoformat(),
+                name,
+                counts[name].get(engage, {}).get(since + timedelta(days=i), 0),
+                counts[name].get(deliver, {}).get(since + timedelta(days=i), 0),
             )
-    return out.getvalue()
+            for name in sorted(counts)
+            if feature is None or name == feature
+            for i in range(days)
+        ),
+    )
 
 
 def load(
@@ -363,35 +357,29 @@ CSV_COLUMNS = (
 
 
 def calibrations_csv(rows: Iterable[Calibration]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for cal in rows:
-        kind, feature = split_key(cal.key)
-        interval = calibration_interval(cal, kind)
-        significance = calibration_significance(cal, kind)
-        writer.writerow(
-            [
-                formatting.csv_cell(v)
-                for v in (
-                    cal.key,
-                    feature,
-                    kind,
-                    repr(cal.value),
-                    formatting.unit_of(kind),
-                    cal.sample_size,
-                    cal.distinct_users,
-                    cal.window_days,
-                    iso(cal.computed_at),
-                    None if cal.previous_value is None else repr(cal.previous_value),
-                    iso(cal.previous_computed_at),
-                    cal.run_id,
-                    cal.engaged,
-                    interval[0] if interval else None,
-                    interval[1] if interval else None,
-                    cal.estimate,
-                    significance.value if significance else None,
-                )
-            ]
-        )
-    return out.getvalue()
+    return formatting.csv_text(CSV_COLUMNS, (_calibration_row(cal) for cal in rows))
+
+
+def _calibration_row(cal: Calibration) -> tuple[object, ...]:
+    kind, feature = split_key(cal.key)
+    interval = calibration_interval(cal, kind)
+    significance = calibration_significance(cal, kind)
+    return (
+        cal.key,
+        feature,
+        kind,
+        repr(cal.value),
+        formatting.unit_of(kind),
+        cal.sample_size,
+        cal.distinct_users,
+        cal.window_days,
+        iso(cal.computed_at),
+        None if cal.previous_value is None else repr(cal.previous_value),
+        iso(cal.previous_computed_at),
+        cal.run_id,
+        cal.engaged,
+        interval[0] if interval else None,
+        interval[1] if interval else None,
+        cal.estimate,
+        significance.value if significance else None,
+    )

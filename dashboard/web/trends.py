@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -323,31 +321,26 @@ HISTORY_CSV_COLUMNS = (
 
 
 def history_csv(items: Iterable[HistoryEntry]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(HISTORY_CSV_COLUMNS)
-    for e in sorted(items, key=lambda e: (as_utc(e.computed_at), e.key)):
-        low, high = e.interval if e.interval else (None, None)
-        writer.writerow(
-            [
-                formatting.csv_cell(v)
-                for v in (
-                    iso(e.computed_at),
-                    e.run_id,
-                    e.key,
-                    e.feature,
-                    e.kind,
-                    repr(e.value),
-                    formatting.unit_of(e.kind),
-                    e.sample_size,
-                    e.engaged,
-                    low,
-                    high,
-                    e.estimate,
-                    None if e.previous is None else repr(e.previous),
-                    e.change.value if e.change else None,
-                    e.mode,
-                )
-            ]
-        )
-    return out.getvalue()
+    ordered = sorted(items, key=lambda e: (as_utc(e.computed_at), e.key))
+    return formatting.csv_text(HISTORY_CSV_COLUMNS, (_history_row(e) for e in ordered))
+
+
+def _history_row(e: HistoryEntry) -> tuple[object, ...]:
+    low, high = e.interval if e.interval else (None, None)
+    return (
+        iso(e.computed_at),
+        e.run_id,
+        e.key,
+        e.feature,
+        e.kind,
+        repr(e.value),
+        formatting.unit_of(e.kind),
+        e.sample_size,
+        e.engaged,
+        low,
+        high,
+        e.estimate,
+        None if e.previous is None else repr(e.previous),
+        e.change.value if e.change else None,
+        e.mode,
+    )
