@@ -99,8 +99,29 @@ class Marker:
     state: str
 
 
+class _HoverChart:
+    """What every chart with a hover layer derives from its frame and points."""
+
+    top: float
+    bottom: float
+    points: tuple[HoverPoint, ...]
+    shared_scale: bool
+
+    @property
+    def scale_note(self) -> str:
+        return scale_note(self.shared_scale)
+
+    @property
+    def tip_y(self) -> float:
+        return self.top - 20
+
+    @property
+    def hover(self) -> Markup:
+        return hover_svg(self.points, self.top, self.bottom, self.tip_y)
+
+
 @dataclass(frozen=True)
-class LineChart:
+class LineChart(_HoverChart):
     title: str
     width: int
     height: int
@@ -122,18 +143,6 @@ class LineChart:
     @property
     def empty(self) -> bool:
         return all(s.total == 0 for s in self.series)
-
-    @property
-    def scale_note(self) -> str:
-        return scale_note(self.shared_scale)
-
-    @property
-    def tip_y(self) -> float:
-        return self.top - 20
-
-    @property
-    def hover(self) -> Markup:
-        return hover_svg(self.points, self.top, self.bottom, self.tip_y)
 
 
 def hover_svg(points: Sequence[HoverPoint], top: float, bottom: float, tip_y: float) -> Markup:
@@ -383,7 +392,7 @@ class TrendDot:
 
 
 @dataclass(frozen=True)
-class TrendChart:
+class TrendChart(_HoverChart):
     """A calibration over the last weeks: a line through each run, its interval a band."""
 
     title: str
@@ -408,18 +417,6 @@ class TrendChart:
     @property
     def empty(self) -> bool:
         return not self.dots
-
-    @property
-    def scale_note(self) -> str:
-        return scale_note(self.shared_scale)
-
-    @property
-    def tip_y(self) -> float:
-        return self.top - 20
-
-    @property
-    def hover(self) -> Markup:
-        return hover_svg(self.points, self.top, self.bottom, self.tip_y)
 
 
 def trend_extent(points: Sequence[TrendPoint]) -> tuple[float, float] | None:
