@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from loops.database import db
 from loops.models import Notification, SignalKind
 from loops.policy_rules import DIGEST_FEATURE
-from loops.signals import emit_for_subject
+from loops.signals import emit_many
 
 TITLE_ITEMS = 3
 TITLE_MAX = 300
@@ -102,12 +102,13 @@ def deliver_group(
         .execution_options(synchronize_session=False)
     )
     if loops_enabled:
-        for subject_id, feature in [(digest_id, DIGEST_FEATURE)] + [
-            (r.id, r.feature) for r in items
-        ]:
-            emit_for_subject(
-                SignalKind.DELIVER, user_id=user_id, subject_id=subject_id, feature=feature, at=now
-            )
+        # One primary-org lookup and one batched exactly-once insert for the digest and its items.
+        emit_many(
+            SignalKind.DELIVER,
+            user_id=user_id,
+            subjects=[(digest_id, DIGEST_FEATURE)] + [(r.id, r.feature) for r in items],
+            at=now,
+        )
     if before_commit is not None:
         before_commit()
     db.session.commit()
