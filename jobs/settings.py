@@ -42,7 +42,7 @@ def cron() -> str:
 
 
 def test_delay_s() -> float:
-    """TEST-ONLY: seconds each tenant's tuning sleeps half-way through its writes."""
+    """TEST-ONLY: seconds a tune transaction sleeps with its writes made, before committing."""
     return current_app.config["TUNE_TEST_DELAY_S"]
 
 

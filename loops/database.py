@@ -52,7 +52,10 @@ def engine_options(url: str, config: Mapping[str, Any]) -> dict[str, Any]:
         "connect_args": {
             "connect_timeout": config["DB_CONNECT_TIMEOUT_S"],
             # Every timestamp computed in SQL (date(), day buckets) is UTC.
-            "options": f"-c timezone=UTC -c statement_timeout={statement_timeout}",
+            # No JIT: the tune's aggregations over a partitioned loop_signals cross
+            # jit_above_cost, and compiling took 0.3-1.1 s a query, longer than the
+            # query itself (docs/PERFORMANCE.md); nothing this app runs gains from it.
+            "options": f"-c timezone=UTC -c statement_timeout={statement_timeout} -c jit=off",
         },
     }
 

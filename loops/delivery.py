@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.orm import aliased
 
-from loops.database import db
+from loops.database import db, dialect_insert
 from loops.models import DeliveryPolicy, LoopSignal, Organization, PolicyChange, SignalKind
 from loops.policy_rules import (
     DIGEST_FEATURE,
@@ -65,33 +65,84 @@ def policies_of(org_id: int) -> list[DeliveryPolicy]:
     )
 
 
-def decide_for_tenant(
-    org_id: int,
-    run_id: int | None,
-    evidence: Sequence[tuple[str, Evidence]],
+@dataclass(frozen=True)
+class Decided:
+    """A feature's mode as a tune run decided it (what the history keeps of it)."""
+
+    feature: str
+    mode: str
+    reason: str
+    mode_since: datetime
+
+
+_DECISION_UPSERTS: dict[str, Any] = {}
+
+
+def _decision_upsert() -> Any:
+    """INSERT … ON CONFLICT (org_id, feature) DO UPDATE of a decision, built once per dialect."""
+    dialect = db.session.get_bind().dialect.name
+    stmt = _DECISION_UPSERTS.get(dialect)
+    if stmt is None:
+        insert = dialect_insert(DeliveryPolicy.__table__)
+        decided = ("mode", "reason", "decided_at", "run_id", "mode_since", "ratio")
+        measured = ("interval_low", "interval_high", "sample_size")
+        stmt = insert.on_conflict_do_update(
+            index_elements=["org_id", "feature"],
+            set_={name: insert.excluded[name] for name in (*decided, *measured)},
+        )
+        _DECISION_UPSERTS[dialect] = stmt
+    return stmt
+
+
+def decide_for_tenants(
+    measured: Mapping[int, tuple[int | None, Sequence[tuple[str, Evidence]]]],
     threshold: float,
     now: datetime,
-) -> list[DeliveryPolicy]:
-    """Decide each measured feature's mode in the caller's transaction (the tune's)."""
-    current = {p.feature: p for p in policies_of(org_id)}
-    out = []
-    for feature, ev in evidence:
-        row = current.get(feature)
-        mode_now = DeliveryMode(row.mode) if row is not None else None
-        decision = decide(feature, ev, threshold, mode_now, pinned=bool(row and row.pinned_by))
-        if row is None:
-            row = DeliveryPolicy(org_id=org_id, feature=feature, mode_since=now)
-            db.session.add(row)
-        elif row.mode != decision.mode.value:
-            row.mode_since = now
-        row.mode = decision.mode.value
-        row.reason = decision.reason
-        row.decided_at = now
-        row.run_id = run_id
-        row.ratio, row.interval_low, row.interval_high = ev.ratio, ev.low, ev.high
-        row.sample_size = ev.n
-        out.append(row)
-    db.session.flush()
+) -> dict[int, dict[str, Decided]]:
+    """Decide each measured feature's mode, per tenant, in the caller's transaction (the tune's).
+
+    ``measured`` maps each tenant to (its run id, its (feature, evidence) pairs). One
+    read and one upsert for all of them; a pinned feature keeps its mode, and
+    ``mode_since`` moves only when the mode changes.
+    """
+    out: dict[int, dict[str, Decided]] = {org_id: {} for org_id in measured}
+    if not measured:
+        return out
+    p = DeliveryPolicy
+    current = {
+        (int(org_id), str(feature)): (str(mode), pinned_by, mode_since)
+        for org_id, feature, mode, pinned_by, mode_since in db.session.execute(
+            select(p.org_id, p.feature, p.mode, p.pinned_by, p.mode_since).where(
+                p.org_id.in_(list(measured))
+            )
+        )
+    }
+    rows = []
+    for org_id, (run_id, evidence) in measured.items():
+        for feature, ev in evidence:
+            row = current.get((org_id, feature))
+            mode_now = DeliveryMode(row[0]) if row is not None else None
+            decision = decide(feature, ev, threshold, mode_now, pinned=bool(row and row[1]))
+            unchanged = row is not None and row[0] == decision.mode.value
+            since = row[2] if row is not None and unchanged else now
+            out[org_id][feature] = Decided(feature, decision.mode.value, decision.reason, since)
+            rows.append(
+                {
+                    "org_id": org_id,
+                    "feature": feature,
+                    "mode": decision.mode.value,
+                    "reason": decision.reason,
+                    "decided_at": now,
+                    "run_id": run_id,
+                    "mode_since": since,
+                    "ratio": ev.ratio,
+                    "interval_low": ev.low,
+                    "interval_high": ev.high,
+                    "sample_size": ev.n,
+                }
+            )
+    if rows:
+        db.session.execute(_decision_upsert(), rows)
     return out
 
 

@@ -166,23 +166,30 @@ def apply(org_id: int, upserts: Mapping[DayKey, int], deletes: Sequence[DayKey])
     Rows that did not change are not written at all: a recount of an unchanged
     month costs two reads, not a rewrite of every row.
     """
+    return apply_many({org_id: (upserts, deletes)})
+
+
+def apply_many(
+    changes_by_org: Mapping[int, tuple[Mapping[DayKey, int], Sequence[DayKey]]],
+) -> int:
+    """``apply`` for many tenants in the caller's transaction: one upsert for all of them."""
     t = SignalDailyCount
-    for start in range(0, len(deletes), 500):
-        chunk = deletes[start : start + 500]
-        db.session.execute(
-            delete(t)
-            .where(t.org_id == org_id, tuple_(t.kind, t.feature, t.day).in_(chunk))
-            .execution_options(synchronize_session=False)
+    rows: list[dict[str, Any]] = []
+    for org_id, (upserts, deletes) in changes_by_org.items():
+        for start in range(0, len(deletes), 500):
+            chunk = deletes[start : start + 500]
+            db.session.execute(
+                delete(t)
+                .where(t.org_id == org_id, tuple_(t.kind, t.feature, t.day).in_(chunk))
+                .execution_options(synchronize_session=False)
+            )
+        rows.extend(
+            {"org_id": org_id, "kind": kind, "feature": feature, "day": day, "count": n}
+            for (kind, feature, day), n in upserts.items()
         )
-    if upserts:
-        db.session.execute(
-            _upsert(),
-            [
-                {"org_id": org_id, "kind": kind, "feature": feature, "day": day, "count": n}
-                for (kind, feature, day), n in upserts.items()
-            ],
-        )
-    return len(upserts) + len(deletes)
+    if rows:
+        db.session.execute(_upsert(), rows)
+    return len(rows) + sum(len(deletes) for _, deletes in changes_by_org.values())
 
 
 def refresh(org_id: int, since: date, until: date | None = None) -> int:

@@ -83,7 +83,7 @@ def test_each_run_appends_one_row_per_value_written(make, signals) -> None:
 
 
 def test_a_failed_run_leaves_no_history(app, make, signals) -> None:
-    app.config["TUNE_TEST_FAIL_TENANTS"] = ["acme"]
+    app.config["TUNE_TEST_FAIL_TENANTS"] = "acme"
     org = make.org("acme")
     signals.engage_many(org, "mention", NOW - DAY, 3)
     tune([org.id], NOW)

@@ -157,15 +157,16 @@ def test_one_failing_tenant_does_not_stop_the_others_nor_half_write(
     good_before, bad, good_after = make.org("a-good"), make.org("b-bad"), make.org("c-good")
     for org in (good_before, bad, good_after):
         signals.engage_many(org, "mention", NOW - DAY, 30)
-    real_apply = tune_engagement.rollup.apply
+    real_apply = tune_engagement.rollup.apply_many
 
-    def apply(org_id, upserts, deletes):  # type: ignore[no-untyped-def]
-        # Fails after this tenant's calibrations were already flushed.
-        if org_id == bad.id:
+    def apply_many(changes_by_org):  # type: ignore[no-untyped-def]
+        # Fails after the calibrations were already flushed: first the chunk's
+        # shared write, then the bad tenant's own when each is written alone.
+        if bad.id in changes_by_org:
             raise RuntimeError("disk on fire")
-        return real_apply(org_id, upserts, deletes)
+        return real_apply(changes_by_org)
 
-    monkeypatch.setattr(tune_engagement.rollup, "apply", apply)
+    monkeypatch.setattr(tune_engagement.rollup, "apply_many", apply_many)
     results = tune()
     assert results[good_before.id].state == "succeeded"
     assert results[good_after.id].state == "succeeded"
@@ -347,14 +348,14 @@ def test_a_run_swept_while_working_writes_nothing(app, make, signals, monkeypatc
     )
     real = tune_engagement.compute_batch
 
-    def swept_meanwhile(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
+    def swept_meanwhile(org_ids, now, lookback_days, **kw):  # type: ignore[no-untyped-def]
         # Another process (a status poll) declares the run abandoned mid-way.
         with db.engine.begin() as conn:
             conn.execute(
                 text("UPDATE tune_runs SET state='failed', error='abandoned: test' WHERE id=:i"),
                 {"i": created[0]},
             )
-        return real(org_ids, now, lookback_days)
+        return real(org_ids, now, lookback_days, **kw)
 
     monkeypatch.setattr(tune_engagement, "compute_batch", swept_meanwhile)
     result = tune_tenant(org.id, created[0], NOW)
@@ -444,10 +445,10 @@ def test_a_failed_chunk_aggregate_falls_back_to_each_tenant_alone(
         signals.engage_many(org, "mention", NOW - DAY, 30)
     real = tune_engagement.compute_batch
 
-    def only_single_tenants(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
+    def only_single_tenants(org_ids, now, lookback_days, **kw):  # type: ignore[no-untyped-def]
         if len(org_ids) > 1:
             raise RuntimeError("statement timeout")
-        return real(org_ids, now, lookback_days)
+        return real(org_ids, now, lookback_days, **kw)
 
     monkeypatch.setattr(tune_engagement, "compute_batch", only_single_tenants)
     results = tune([o.id for o in orgs])
@@ -465,13 +466,13 @@ def test_a_chunk_claims_its_runs_before_aggregating(make, signals, monkeypatch) 
     seen: list[set[str]] = []
     real = tune_engagement.compute_batch
 
-    def watch(org_ids, now, lookback_days):  # type: ignore[no-untyped-def]
+    def watch(org_ids, now, lookback_days, **kw):  # type: ignore[no-untyped-def]
         with db.engine.connect() as conn:
             states = conn.execute(
                 select(TuneRun.state).where(TuneRun.org_id.in_(list(org_ids)))
             ).scalars()
             seen.append(set(states))
-        return real(org_ids, now, lookback_days)
+        return real(org_ids, now, lookback_days, **kw)
 
     monkeypatch.setattr(tune_engagement, "compute_batch", watch)
     tune([o.id for o in orgs])
@@ -514,3 +515,54 @@ def test_the_first_run_recounts_the_whole_window(make, signals) -> None:
     tune([org.id])
     counts = tune_engagement.rollup.stored([org.id], (NOW - 40 * DAY).date())[org.id]
     assert counts == {("ENGAGE", "mention", (NOW - 29 * DAY).date()): 5}
+
+
+def test_a_run_swept_in_a_chunk_leaves_the_other_tenants_written(
+    make, signals, monkeypatch
+) -> None:
+    orgs = [make.org(f"swept-chunk-{i}") for i in range(3)]
+    for org in orgs:
+        signals.engage_many(org, "mention", NOW - DAY, 30)
+    _runs, created = create_queued_runs(
+        [o.id for o in orgs], trigger=RunTrigger.MANUAL, requested_by="t", now=NOW
+    )
+    victim = created[1]
+    real = tune_engagement.compute_batch
+
+    def swept_meanwhile(org_ids, now, lookback_days, **kw):  # type: ignore[no-untyped-def]
+        with db.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE tune_runs SET state='failed', error='abandoned: test' WHERE id=:i"),
+                {"i": victim},
+            )
+        return real(org_ids, now, lookback_days, **kw)
+
+    monkeypatch.setattr(tune_engagement, "compute_batch", swept_meanwhile)
+    results = {r.run_id: r for r in tune_engagement.perform_runs_now(created, now=NOW)}
+    assert results[victim].state == "failed"
+    assert fresh_run(victim).error == "abandoned: test"
+    assert calibrations(orgs[1].id) == {}
+    for org, run_id in ((orgs[0], created[0]), (orgs[2], created[2])):
+        assert results[run_id].state == "succeeded"
+        assert calibrations(org.id)["engagement-rate:mention"].value == 1.0
+
+
+def test_later_chunks_fit_their_prior_to_the_earlier_chunks_fresh_counts(
+    make, signals, monkeypatch
+) -> None:
+    """A job reads the stored counts once; each chunk then sees its predecessors' new ones,
+    exactly as if it had read them back from the database."""
+    monkeypatch.setattr(tune_engagement, "AGGREGATE_CHUNK", 2)
+    orgs = [make.org(f"prior-{i}") for i in range(5)]
+    for i, org in enumerate(orgs):
+        for j in range(10 + 5 * i):
+            signals.delivery(
+                org, "task.assigned", NOW - 2 * DAY, NOW - DAY if j % (i + 2) else None
+            )
+    tune([o.id for o in orgs])
+    written = {o.id: calibrations(o.id)["engagement-ratio:task.assigned"].estimate for o in orgs}
+    # The last chunk alone, reading every other tenant's counts from the database now.
+    again = tune_engagement.compute_batch([orgs[4].id], NOW, 30)
+    [ratio] = [c for c in again[orgs[4].id] if c.is_ratio]
+    assert ratio.estimate == pytest.approx(written[orgs[4].id])
+    assert len(set(written.values())) > 1  # the estimates differ: the test can tell them apart
