@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export FLASK_APP := wsgi
 
-.PHONY: run test lint format pytest test-sqlite browser assets test-postgres bench bench-quick reliability clean
+.PHONY: run test lint format pytest test-sqlite browser assets test-postgres bench bench-quick bench-scale reliability clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench: $(STAMP) ## full scale on PostgreSQL (1,000 tenants, 10M signals) + SQLit
 
 bench-quick: $(STAMP) ## the same benchmarks at a small scale (a few minutes on a quiet machine)
 	$(BIN)/python -m bench.run --scale quick $(BENCH_FLAGS)
+
+bench-scale: $(STAMP) ## tune, mark-read, dashboard at 10M/60 days vs 50M/400 days; a month's prune under load
+	$(BIN)/python -m bench.scale $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) instance .mypy_cache .ruff_cache .pytest_cache test-artifacts

@@ -26,6 +26,9 @@ VIEWER_EMAIL = "bench-viewer@bench.test"
 BENCH_PASSWORD = "bench-pass-1234"
 
 
+DEFAULT_GROWTH = 0.10
+
+
 @dataclass(frozen=True)
 class Scale:
     """How big a data set is, and how long each load run lasts."""
@@ -42,6 +45,9 @@ class Scale:
     runs: int = 3
     connections: int = 64
     page_samples: int = 60
+    # The fraction by which the daily volume grows over the period (growth_weight): the
+    # mean day is the same whatever it is.
+    growth: float = DEFAULT_GROWTH
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +63,11 @@ SCALES: dict[str, Scale] = {
     "sqlite": Scale(
         "sqlite", 100, 10_000, 300_000, 1_000_000, load_users=2000, duration_s=20, runs=3
     ),
+    # A year and more of history next to "full" (bench.scale, issue 14): 50M signals over
+    # 400 days growing 80 % over the period (day weights 0.6 .. 1.4), so the last 30 days
+    # carry about 171k signals a day, as full's last 30 days do (10M over 60 days, +10 %):
+    # the tune's window is the same size on both, and only the history differs.
+    "history": Scale("history", 1000, 100_000, 2_000_000, 50_000_000, days=400, growth=0.8),
     "quick": Scale(
         "quick",
         100,
@@ -82,7 +93,35 @@ SCALES: dict[str, Scale] = {
         connections=8,
         page_samples=5,
     ),
+    # smoke's counterpart with 400 days of history (the bench.scale smoke test): 40k
+    # signals growing 80 %, so its last 30 days hold as many a day as smoke's (~137).
+    "history-smoke": Scale(
+        "history-smoke",
+        5,
+        200,
+        3_000,
+        40_000,
+        days=400,
+        growth=0.8,
+        load_users=50,
+        duration_s=2,
+        warmup_s=1,
+        runs=1,
+        connections=8,
+        page_samples=5,
+    ),
 }
+
+
+def growth_weight(scale: Scale, day: int) -> float:
+    """How much day ``day`` (0 = the first) of a data set weighs for its growth alone."""
+    return (1 - scale.growth / 2) + scale.growth * day / scale.days
+
+
+def window_share(scale: Scale, last_days: int) -> float:
+    """The share of a data set's volume in its last ``last_days`` days (growth, no weekdays)."""
+    weights = [growth_weight(scale, i) for i in range(scale.days)]
+    return sum(weights[-last_days:]) / sum(weights)
 
 
 def scale_named(name: str) -> Scale:

@@ -23,6 +23,7 @@ import psycopg
 from bench.common import (
     ADMIN_EMAIL,
     BENCH_PASSWORD,
+    DEFAULT_GROWTH,
     ROOT,
     SEED,
     VIEWER_EMAIL,
@@ -30,13 +31,23 @@ from bench.common import (
     app_env,
     bench_token,
     database_name,
+    growth_weight,
     pg_url,
     scale_named,
     token_hash,
     venv_bin,
+    window_share,
+)
+from loops.partitions import (
+    AHEAD_MONTHS,
+    DEFAULT_PARTITION,
+    PARTITION_OPTIONS,
+    add_months,
+    month_start,
+    partition_name,
 )
 
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7  # 7: partitioned indexes rebuilt on every partition
 BIG_TABLES = ("notifications", "loop_signals", "org_memberships", "users", "api_tokens")
 # A year of weekly tune runs in the calibration history (the dashboard's history charts).
 HISTORY_WEEKS = 52
@@ -94,11 +105,15 @@ def _tenant_name(i: int) -> str:
     return f"{WORDS_A[i % 10]} {WORDS_B[(i // 10) % 8]} {i} {WORDS_C[(i // 80) % 8]}"
 
 
+def first_day(end: int, days: int) -> int:
+    """The data's first day (epoch seconds): whole UTC days, the last one today (cut at end)."""
+    return (end // 86_400 - days + 1) * 86_400
+
+
 def build_world(scale: Scale, now: datetime) -> World:
     rng = random.Random(SEED)
     end = int(now.timestamp()) // 60 * 60
-    # Whole UTC days, the last one being today (cut at "now").
-    start = (end // 86_400 - scale.days + 1) * 86_400
+    start = first_day(end, scale.days)
     # Zipf-like tenant sizes: tenant 1 is the biggest, most tenants are small.
     org_weights = [1 / (i**1.07) for i in range(1, scale.tenants + 1)]
     org_cum = list(accumulate(org_weights))
@@ -151,10 +166,10 @@ def notification_stream(
         weekday_cum.append(list(accumulate(weights)))
     hour_cum = list(accumulate(HOUR_WEIGHTS))
     days = [world.start + d * 86_400 for d in range(scale.days)]
-    # Weekly rhythm and a slow 10% growth over the period.
+    # Weekly rhythm and a slow growth over the period (10 % unless the scale says).
     day_weights = [
         WEEKDAY_FACTOR[datetime.fromtimestamp(t, UTC).weekday()]
-        * (0.95 + 0.1 * i / scale.days)
+        * growth_weight(scale, i)
         * min(1.0, (world.end - t) / 86_400)  # today: only the hours so far
         for i, t in enumerate(days)
     ]
@@ -382,6 +397,12 @@ def history_tables(
     last = world.end - (world.end - 4 * 86_400 - 5 * 3600 - 1800) % (7 * 86_400)
     fire = [last - k * 7 * 86_400 for k in range(weeks - 1, -1, -1)]
     virtual_per_day = scale.signals / (1 + _avg_read_rate()) / scale.days
+    if scale.growth != DEFAULT_GROWTH:
+        # A long, growing history: each week's counts come from the volume of the
+        # window the tune reads (the last 30 days), not from the mean day of 400. Scales
+        # with the default growth keep the mean day, as they were generated before
+        # growth was a field (their fingerprint, and so their data, is unchanged).
+        virtual_per_day *= window_share(scale, window) * scale.days / window
     org_weights = [1 / (i**1.07) for i in range(1, scale.tenants + 1)]
     total_weight = sum(org_weights)
     popularity = sum(p for _, p, _ in FEATURES)
@@ -509,8 +530,14 @@ DATA_FIELDS = ("tenants", "users", "notifications", "signals", "days", "load_use
 
 
 def fingerprint(scale: Scale) -> str:
-    """What the data depends on (not run lengths or sample counts)."""
+    """What the data depends on (not run lengths or sample counts).
+
+    Growth counts only when it is not the default: data sets generated before it was a
+    field keep their fingerprint, and so stay valid.
+    """
     shape = {k: v for k, v in scale.as_dict().items() if k in DATA_FIELDS}
+    if scale.growth != DEFAULT_GROWTH:
+        shape["growth"] = scale.growth
     return json.dumps({"version": GENERATOR_VERSION, "seed": SEED, **shape}, sort_keys=True)
 
 
@@ -564,9 +591,14 @@ def pg_fingerprint(conn: psycopg.Connection[Any]) -> str | None:
 
 
 def _secondary_indexes(cur: psycopg.Cursor[Any], tables: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(name, CREATE INDEX statement) of indexes that do not back a constraint."""
+    """(name, CREATE INDEX statement) of indexes that do not back a constraint.
+
+    pg_indexes shows a partitioned table's index as ``ON ONLY <parent>``: run as it
+    stands, that creates an INVALID index on the parent and none on the partitions
+    (every scan then reads whole partitions). Without ONLY it builds on each one.
+    """
     return [
-        (str(name), str(sql))
+        (str(name), str(sql).replace(" ON ONLY ", " ON ", 1))
         for name, sql in cur.execute(
             """
             SELECT i.indexname, i.indexdef FROM pg_indexes i
@@ -585,15 +617,26 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
     migrate(pg_url(dbname))
     with psycopg.connect(pg_url(dbname, "postgresql")) as conn:
         if not force and pg_fingerprint(conn) == fingerprint(scale):
-            print(f"  {dbname}: data set already generated for scale {scale.name}; skipping")
-            return False
+            problems = layout_problems(conn)
+            if not problems:
+                print(f"  {dbname}: data set already generated for scale {scale.name}; skipping")
+                return False
+            print(f"  {dbname}: regenerating: {'; '.join(problems)}", flush=True)
         started = time.perf_counter()
-        world = build_world(scale, datetime.now(UTC))
+        now = datetime.now(UTC)
+        world = build_world(scale, now)
         cur = conn.cursor()
         cur.execute("SET session_replication_role = replica")  # no FK triggers during the load
         cur.execute("SET maintenance_work_mem = '1GB'")
         cur.execute("DELETE FROM bench_meta")
         cur.execute("TRUNCATE organizations, users RESTART IDENTITY CASCADE")
+        # A prune of an earlier data set recorded its cutoff: the rollup would never
+        # recount a day before it again.
+        cur.execute("TRUNCATE loop_signal_prunes")
+        months = _month_partitions(
+            cur, month_start(datetime.fromtimestamp(world.start, UTC)), month_start(now)
+        )
+        print(f"  loop_signals: {months} month partitions", flush=True)
         indexes = _secondary_indexes(cur, BIG_TABLES)
         for name, _ in indexes:
             cur.execute(f'DROP INDEX "{name}"')
@@ -620,25 +663,21 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
                     for n, u, f, title, at, r in notes
                 ],
             )
-            _copy_rows(
-                cur,
-                "loop_signals",
-                [(i, o, k, f, u, s, ts_pg(at)) for i, o, k, f, u, s, at in signals],
-            )
+            _copy_signals(cur, signals)
             done_n += len(notes)
             done_s += len(signals)
             if done_s // 1_000_000 != (done_s - len(signals)) // 1_000_000:
                 _progress("signals", done_s, scale.signals, t0)
         _progress("signals", done_s, scale.signals, t0)
         print(f"  notifications: {done_n:,}", flush=True)
+        strays = _default_rows(cur)
+        if strays:
+            raise RuntimeError(f"{strays:,} signals landed in {DEFAULT_PARTITION}")
+        print(f"  {DEFAULT_PARTITION}: 0 rows", flush=True)
         # The load ran with triggers off (replica): claim each ENGAGE/DELIVER pair in
         # the exactly-once guard here, as the insert trigger would have.
         cur.execute("TRUNCATE loop_signal_once")
-        cur.execute(
-            "INSERT INTO loop_signal_once (kind, subject_id, created_at) "
-            "SELECT kind, subject_id, created_at FROM loop_signals "
-            "WHERE kind IN ('ENGAGE', 'DELIVER') AND subject_id IS NOT NULL"
-        )
+        _claim(cur, "loop_signals")
         for name, sql in indexes:
             t1 = time.perf_counter()
             cur.execute(sql)
@@ -673,8 +712,177 @@ def generate_pg(scale: Scale, dbname: str, force: bool) -> bool:
         t1 = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
         print(f"  vacuum analyze: {time.perf_counter() - t1:.1f}s")
-        print(f"  generated {dbname} in {time.perf_counter() - started:.1f}s")
+        elapsed = round(time.perf_counter() - started, 1)
+        size = database_bytes(conn)
+        conn.execute(
+            "INSERT INTO bench_meta VALUES ('generate_seconds', %s), ('database_bytes', %s)",
+            (str(elapsed), str(size)),
+        )
+        print(f"  generated {dbname} in {elapsed:.1f}s; database size {size / 2**30:.2f} GiB")
         return True
+
+
+def database_bytes(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    conn.commit()
+    return int(row[0]) if row else 0
+
+
+def bench_meta(dbname: str) -> dict[str, str]:
+    """What the generator recorded about a PostgreSQL data set (fingerprint, when, size)."""
+    with psycopg.connect(pg_url(dbname, "postgresql")) as conn:
+        return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM bench_meta")}
+
+
+def _copy_signals(cur: psycopg.Cursor[Any], signals: list[tuple[Any, ...]]) -> None:
+    _copy_rows(
+        cur, "loop_signals", [(i, o, k, f, u, s, ts_pg(at)) for i, o, k, f, u, s, at in signals]
+    )
+
+
+def _claim(cur: psycopg.Cursor[Any], table: str) -> None:
+    """Claim ``table``'s ENGAGE/DELIVER pairs in the exactly-once guard (the insert
+    trigger does it for every other writer; a load with triggers off must do it itself)."""
+    cur.execute(
+        "INSERT INTO loop_signal_once (kind, subject_id, created_at) "
+        f"SELECT kind, subject_id, created_at FROM {table} "
+        "WHERE kind IN ('ENGAGE', 'DELIVER') AND subject_id IS NOT NULL"
+    )
+
+
+def _month_partitions(cur: psycopg.Cursor[Any], first: datetime, current: datetime) -> int:
+    """Exactly the month partitions ``first`` .. ``current`` + AHEAD_MONTHS, all empty.
+
+    Runs on a truncated loop_signals, before the load: each row then goes to its month's
+    partition, as in a database that grew month by month under the maintenance job
+    (the migration alone creates months from "now" on, which would leave the history in
+    the default partition). Names and storage options are loops.partitions' own;
+    months outside the range (an earlier data set's) are dropped.
+    """
+    wanted = []
+    month = first
+    while month <= add_months(current, AHEAD_MONTHS):
+        wanted.append(month)
+        month = add_months(month, 1)
+    names = {partition_name(m) for m in wanted}
+    existing = {
+        str(name)
+        for (name,) in cur.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'loop_signals'::regclass"
+        ).fetchall()
+    }
+    for name in sorted(existing - names - {DEFAULT_PARTITION}):
+        cur.execute(f"DROP TABLE {name}")
+    for month in wanted:
+        if partition_name(month) not in existing:
+            _create_partition(cur, month)
+    return len(wanted)
+
+
+def _create_partition(cur: psycopg.Cursor[Any], month: datetime) -> None:
+    cur.execute(
+        f"CREATE TABLE {partition_name(month)} PARTITION OF loop_signals "
+        f"FOR VALUES FROM ('{month.isoformat()}') TO ('{add_months(month, 1).isoformat()}') "
+        f"WITH ({PARTITION_OPTIONS})"
+    )
+
+
+def _default_rows(cur: psycopg.Cursor[Any]) -> int:
+    row = cur.execute(f"SELECT count(*) FROM {DEFAULT_PARTITION}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def layout_problems(conn: psycopg.Connection[Any]) -> list[str]:
+    """Why a data set with the right fingerprint is still not the one this generator makes.
+
+    Data sets generated before the month partitions were created up front hold their
+    older signals in the default partition; ones whose indexes were rebuilt ``ON
+    ONLY`` the parent have an invalid index and none on the partitions.
+    """
+    cur = conn.cursor()
+    problems = []
+    strays = _default_rows(cur)
+    if strays:
+        problems.append(f"{strays:,} signals in {DEFAULT_PARTITION}")
+    meta = dict(cur.execute("SELECT key, value FROM bench_meta").fetchall())
+    if "end_epoch" in meta and "fingerprint" in meta:
+        # A month dropped by a prune that was not followed by restore_signals.
+        end = int(meta["end_epoch"])
+        days = int(json.loads(meta["fingerprint"])["days"])
+        month = month_start(datetime.fromtimestamp(first_day(end, days), UTC))
+        while month <= month_start(datetime.fromtimestamp(end, UTC)):
+            exists = cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (partition_name(month),)
+            ).fetchone()
+            if not exists or not exists[0]:
+                problems.append(f"partition {partition_name(month)} missing")
+            month = add_months(month, 1)
+    invalid = [
+        str(name)
+        for (name,) in cur.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND NOT i.indisvalid"
+        ).fetchall()
+    ]
+    if invalid:
+        problems.append(f"invalid index {', '.join(invalid)}")
+    conn.commit()
+    return problems
+
+
+def restore_signals(scale: Scale, dbname: str, months: list[datetime]) -> int:
+    """Put back the signals of ``months`` (each dropped by a prune): same rows, same ids.
+
+    The data set is rebuilt from its seed and its recorded "now" (``end_epoch``): the
+    stream is replayed from the first day until past the last month, and only those
+    months' signals are written — each month's partition created again, its rows
+    COPYed, claimed in the exactly-once guard, counted into ``loop_signal_daily`` as
+    the generator does, vacuumed and analysed. The prune's record is removed, so the
+    rollup may recount those days again. Returns the rows written.
+    """
+    with psycopg.connect(pg_url(dbname, "postgresql")) as conn:
+        row = conn.execute("SELECT value FROM bench_meta WHERE key = 'end_epoch'").fetchone()
+        if row is None:
+            raise RuntimeError(f"{dbname}: no end_epoch in bench_meta; regenerate instead")
+        world = build_world(scale, datetime.fromtimestamp(int(row[0]), UTC))
+        spans = [(int(m.timestamp()), int(add_months(m, 1).timestamp())) for m in months]
+        last = max(end for _, end in spans)
+        cur = conn.cursor()
+        cur.execute("SET session_replication_role = replica")
+        for month in months:
+            _create_partition(cur, month)
+        written = 0
+        for day, (_, signals) in zip(
+            range(world.start, world.end, 86_400), notification_stream(world), strict=False
+        ):
+            if day >= last:
+                break  # later days' signals are all later (an ENGAGE follows its DELIVER)
+            keep = [s for s in signals if any(a <= s[6] < b for a, b in spans)]
+            _copy_signals(cur, keep)
+            written += len(keep)
+        for month in months:
+            name = partition_name(month)
+            _claim(cur, name)
+            start, end = month, add_months(month, 1)
+            cur.execute(
+                "DELETE FROM loop_signal_daily WHERE day >= %s AND day < %s",
+                (start.date(), end.date()),
+            )
+            cur.execute(
+                "INSERT INTO loop_signal_daily (org_id, kind, feature, day, count) "
+                "SELECT org_id, kind, feature, (created_at AT TIME ZONE 'UTC')::date, count(*) "
+                f"FROM {name} GROUP BY 1, 2, 3, 4"
+            )
+        cur.execute("DELETE FROM loop_signal_prunes")
+        conn.commit()
+        conn.autocommit = True
+        for month in months:
+            conn.execute(f"VACUUM ANALYZE {partition_name(month)}")
+        conn.execute("VACUUM ANALYZE loop_signal_once")
+        conn.execute("ANALYZE loop_signals")
+    return written
 
 
 # --- SQLite ---------------------------------------------------------------------------
@@ -782,7 +990,9 @@ def sqlite_path(scale: Scale) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", default="quick", help="full, signals1m, medium, quick, smoke")
+    parser.add_argument(
+        "--scale", default="quick", help="full, history, signals1m, medium, quick, smoke, ..."
+    )
     parser.add_argument("--sqlite", action="store_true", help="generate a SQLite file instead")
     parser.add_argument("--db", help="PostgreSQL database name (default el_bench_<scale>)")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
@@ -790,7 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = scale_named(args.scale)
     print(
         f"generate: scale={scale.name} tenants={scale.tenants:,} users={scale.users:,} "
-        f"notifications={scale.notifications:,} signals~{scale.signals:,} days={scale.days}",
+        f"notifications={scale.notifications:,} signals~{scale.signals:,} days={scale.days} "
+        f"growth={scale.growth:.0%}",
         flush=True,
     )
     if args.sqlite:

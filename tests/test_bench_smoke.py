@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+# bench.scale's smoke run has a Redis db of its own, so it can run beside the suite's.
+SCALE_REDIS_URL = os.environ.get("TEST_SCALE_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +41,20 @@ def _server() -> str | None:
     return url if url.startswith(("postgres", "postgresql")) else None
 
 
-@pytest.fixture
-def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+@contextmanager
+def _isolated_bench(
+    tmp_path: Path, redis_url: str, scales: tuple[str, ...], tools: tuple[tuple[str, str], ...]
+) -> Iterator[dict[str, str]]:
+    """The environment of a bench run with databases, a Redis db, ports and results of its
+    own; the databases of ``scales`` are dropped afterwards."""
     server = _server()
     if server is None:
         pytest.skip("the benchmarks run on PostgreSQL (set DATABASE_URL)")
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (apt-get install -y wrk)")
-    if shutil.which("h2load") is None:
-        pytest.skip("h2load is not installed (apt-get install -y nghttp2-client)")
+    for tool, package in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install -y {package})")
     base = sa.make_url(server.replace("postgresql+psycopg://", "postgresql://"))
     prefix = f"el_bench_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    dbname = f"{prefix}_smoke"
     server_part = base.set(database=None, drivername="postgresql").render_as_string(
         hide_password=False
     )
@@ -60,8 +65,8 @@ def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             "BENCH_DB_PREFIX": prefix,
             "BENCH_RESULTS_DIR": str(tmp_path / "results"),
             "BENCH_SQLITE_DIR": str(tmp_path / "sqlite"),
-            # The suite's own Redis db (the tune bench flushes it).
-            "BENCH_REDIS_URL": TEST_REDIS_URL,
+            # A Redis db of the run's own (the tune bench flushes it).
+            "BENCH_REDIS_URL": redis_url,
             "BENCH_PRODUCT_PORT": str(_free_port()),
             "BENCH_BASELINE_PORT": str(_free_port()),
             "BENCH_FIVEROUND_PORT": str(_free_port()),
@@ -76,8 +81,23 @@ def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         isolation_level="AUTOCOMMIT",
     )
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        for scale in scales:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{prefix}_{scale}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def bench_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    tools = (("wrk", "wrk"), ("h2load", "nghttp2-client"))
+    with _isolated_bench(tmp_path, TEST_REDIS_URL, ("smoke",), tools) as env:
+        yield env
+
+
+@pytest.fixture
+def scale_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    scales = ("smoke", "history-smoke")
+    with _isolated_bench(tmp_path, SCALE_REDIS_URL, scales, (("wrk", "wrk"),)) as env:
+        yield env
 
 
 def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Path) -> None:
@@ -151,6 +171,83 @@ def test_bench_suite_runs_at_smoke_scale(bench_env: dict[str, str], tmp_path: Pa
     assert any(f.startswith("dashboard overview") for f in figures)
     for row in summary["rows"]:
         assert set(row) == {"figure", "measured", "baseline", "ratio", "unit", "target", "met"}
+
+
+@pytest.mark.timeout(900)
+def test_bench_scale_compares_both_scales_and_prunes_a_month(
+    scale_env: dict[str, str], tmp_path: Path
+) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--smoke", "--force"],
+        cwd=ROOT,
+        env=scale_env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    doc = json.loads((tmp_path / "results" / "scale-history-smoke.json").read_text())
+    names = ("smoke", "history-smoke")
+    assert doc["reference"]["name"] == "smoke" and doc["scale"]["name"] == "history-smoke"
+
+    # Each data set in month partitions from its first day, nothing in the default one.
+    for name in names:
+        data = doc["data_sets"][name]
+        assert data["default_partition_rows"] == 0
+        assert data["month_partitions"] >= data["days"] // 31 + 1 + 3  # + AHEAD_MONTHS
+        assert data["generate_seconds"] > 0 and data["database_bytes"] > 0
+    # The long history holds five times the signals; its last 30 days about as many.
+    small, big = (doc["data_sets"][n] for n in names)
+    assert big["signals"] > 4 * small["signals"]
+    assert big["window_signals_per_day"] == pytest.approx(small["window_signals_per_day"], rel=0.3)
+
+    # Every figure at both scales, with its ratio and target.
+    rows = {row["figure"]: row for row in doc["rows"]}
+    expected = {"tune all tenants via RQ, batch=50", "mark-read first reads"}
+    expected |= {"mark-read repeat reads"}
+    expected |= {
+        f"dashboard {page} {s}"
+        for page in ("overview", "tenant", "feature")
+        for s in ("p50", "p95")
+    }
+    assert expected <= set(rows)
+    for row in rows.values():
+        values = row["values"]
+        assert set(values) == set(names) and all(v > 0 for v in values.values())
+        assert row["ratio"] == pytest.approx(values["history-smoke"] / values["smoke"], rel=0.01)
+        assert row["target"] and isinstance(row["met"], bool)
+    for name in names:
+        for r in doc["results"]["tune"][name]["runs"]:
+            assert r["succeeded"] == r["tenants"] > 0
+        for mode in ("first", "repeat"):
+            assert all(r["non200"] == 0 for r in doc["results"]["markread"][name][mode]["runs"])
+
+    # One whole month pruned by the product's command, under mark-read load, then put back.
+    prune = doc["prune"]
+    assert prune["rows_dropped"] == prune["rows_in_partition"] > 0
+    assert prune["partitions_dropped"] == 1
+    assert prune["prune"]["output"].startswith(f"pruned {prune['rows_dropped']} signals")
+    assert prune["prune"]["wall_s"] > 0
+    for window in ("before", "during"):
+        figures = prune[window]
+        assert figures["requests"] > 0
+        assert figures["errors"] == figures["non2xx"] + figures["socket_errors"]
+        assert figures["p99_ms"] >= figures["p50_ms"] > 0
+    assert prune["restore"]["matches"] is True
+    assert prune["restore"]["signals"] >= prune["rows_dropped"]
+    assert set(doc["load"]) == {"markread", "tune", "dashboard", "prune"}
+
+    # The data set is whole again: a second run would use it as it is.
+    generate = subprocess.run(
+        [sys.executable, "-m", "bench.generate", "--scale", "history-smoke"],
+        cwd=ROOT,
+        env=scale_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert generate.returncode == 0, generate.stdout + generate.stderr
+    assert "already generated" in generate.stdout
 
 
 class FakeClock:
