@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import io
+import os
 import pstats
 import time
 from collections import Counter
@@ -50,18 +52,17 @@ def _pairs(dbname: str, count: int) -> list[tuple[int, int]]:
     return [(int(n), int(u)) for n, u in rows]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", default="full")
-    parser.add_argument("--db", help="PostgreSQL database (default el_bench_<scale>)")
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--profile", action="store_true", help="cProfile the first reads")
-    args = parser.parse_args()
-    dbname = args.db or database_name(scale_named(args.scale))
-
+def _app(name: str, dbname: str) -> Any:
+    if name != "product":
+        # The baselines read their database from the environment when first imported.
+        os.environ["BASELINE_DSN"] = pg_url(dbname, "postgresql")
+        module = (
+            "bench.baseline_twostatement" if name == "two_statement" else "bench.baseline_flask"
+        )
+        return importlib.import_module(module).app
     from dashboard import create_app
 
-    app = create_app(
+    return create_app(
         {
             "SECRET_KEY": "bench-markread-cpu",
             "LOOPS_ENABLED": "true",
@@ -69,6 +70,23 @@ def main() -> None:
             "SQLALCHEMY_DATABASE_URI": pg_url(dbname),
         }
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="full")
+    parser.add_argument("--db", help="PostgreSQL database (default el_bench_<scale>)")
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--profile", action="store_true", help="cProfile the first reads")
+    parser.add_argument(
+        "--app",
+        choices=["product", "two_statement", "minimal_flask"],
+        default="product",
+        help="which WSGI app to call: the product or one of the baselines of bench.markread",
+    )
+    args = parser.parse_args()
+    dbname = args.db or database_name(scale_named(args.scale))
+    app = _app(args.app, dbname)
     warm = 200
     pairs = _pairs(dbname, warm + args.requests)
     environs = [

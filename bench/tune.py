@@ -92,7 +92,9 @@ ON CONFLICT (org_id, key) DO UPDATE SET
 
 def time_statement(dbname: str, sql: str) -> tuple[float, int]:
     """Seconds for one run of ``sql`` (rolled back) and the rows it upserted."""
-    with psycopg.connect(pg_url(dbname, "postgresql"), options="-c timezone=UTC -c jit=off") as conn:
+    with psycopg.connect(
+        pg_url(dbname, "postgresql"), options="-c timezone=UTC -c jit=off"
+    ) as conn:
         now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
         conn.rollback()
         params = {"now": now, "since": now - _days(LOOKBACK_DAYS), "days": LOOKBACK_DAYS}

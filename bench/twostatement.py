@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from loops.read_fastpath import _AUTH, _READ
+from loops.read_fastpath import AUTH_SQL, READ_SQL
 from loops.tokens import LAST_USED_RESOLUTION
 
 DSN = os.environ.get("BASELINE_DSN") or os.environ.get("DATABASE_URL", "").replace(
@@ -29,15 +28,6 @@ DSN = os.environ.get("BASELINE_DSN") or os.environ.get("DATABASE_URL", "").repla
 POOL_SIZE = int(os.environ.get("GUNICORN_THREADS", "8"))
 LOOPS_ENABLED = os.environ.get("LOOPS_ENABLED", "true").lower() in {"1", "true", "yes", "on"}
 
-
-def _psycopg(sql: str) -> str:
-    # Only plain binds may be rewritten: a "::type" cast would be mangled.
-    assert "::" not in sql and "%" not in sql, "the product's SQL changed shape"
-    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
-
-
-AUTH_SQL = _psycopg(_AUTH.text)
-READ_SQL = _psycopg(_READ.text)
 
 _pool: ConnectionPool | None = None
 _pool_lock = threading.Lock()

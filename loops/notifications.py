@@ -25,11 +25,18 @@ LIST_MAX_LIMIT = 200
 
 
 class NotificationFields(Protocol):
-    id: int
-    feature: str
-    title: str
-    created_at: datetime
-    read_at: datetime | None
+    """What an answer about one notification shows (a model row, or the fast path's row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def feature(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def read_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,19 @@ def engage_count(notification_id: int) -> int:
 
 
 def statements_of(app: Flask, action: Any) -> list[str]:
-    """The SQL statements the fast path's engine ran during ``action()``."""
-    engine = read_fastpath._engine()
+    """The SQL statements the fast path sent to the server during ``action()``."""
     seen: list[str] = []
+    real = read_fastpath._run
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(conn: Any, statement: str, params: dict[str, Any]) -> Any:
         seen.append(" ".join(statement.split())[:40])
+        return real(conn, statement, params)
 
-    sa.event.listen(engine, "before_cursor_execute", record)
+    read_fastpath._run = record  # type: ignore[assignment]
     try:
         action()
     finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+        read_fastpath._run = real  # type: ignore[assignment]
     return seen
 
 
