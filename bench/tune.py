@@ -43,6 +43,10 @@ from bench.common import (
 from bench.generate import generate_pg
 
 LOOKBACK_DAYS = 30
+# Issue 14: the weekly tune through RQ within 2x the one-statement aggregation (at 3M
+# and at 10M signals), and at most 3 ms a tenant beyond it.
+TARGET_RATIO = 2.0
+TARGET_MS_PER_TENANT = 3.0
 
 RATE_SQL = """
 INSERT INTO loop_calibrations (org_id, key, value, sample_size, window_days, computed_at,
@@ -316,7 +320,13 @@ def bench(scale: Scale, dbname: str, workers: int, batch_sizes: list[int]) -> di
     default_b = batch_sizes[0]
     print(f"{'tune summary:':<50} {'measured':>12} {'':<6} {'baseline':>12} {'ratio':>8}")
     for b, s in summary_by_batch.items():
-        print_row(f"tune all tenants, batch={b}, s", s["seconds"], baseline_s, "s", "<= 3x")
+        print_row(
+            f"tune all tenants, batch={b}, s",
+            s["seconds"],
+            baseline_s,
+            "s",
+            f"<= {TARGET_RATIO:g}x",
+        )
     print_row("  (vs rate-only statement)", summary_by_batch[default_b]["seconds"], rate_s, "s", "")
     for b, s in summary_by_batch.items():
         print_row(f"worker peak RSS, batch={b}", s["peak_rss_mb"], None, "MB", "<= 150 MB")
@@ -341,7 +351,7 @@ def bench(scale: Scale, dbname: str, workers: int, batch_sizes: list[int]) -> di
             "ratio_best": ratio(summary_by_batch[best]["seconds"], baseline_s),
             "ratio_vs_rate_only": ratio(summary_by_batch[default_b]["seconds"], rate_s),
             "peak_rss_mb": max(s["peak_rss_mb"] for s in summary_by_batch.values()),
-            "targets": {"ratio": "<= 3", "peak_rss_mb": "<= 150"},
+            "targets": {"ratio": f"<= {TARGET_RATIO:g}", "peak_rss_mb": "<= 150"},
         },
     }
     write_result("tune", scale, payload)
