@@ -72,7 +72,7 @@ once_guard = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-_ONCE_KINDS = "(" + ", ".join(f"'{kind}'" for kind in ONCE_PER_SUBJECT_KINDS) + ")"
+ONCE_KINDS_SQL = "(" + ", ".join(f"'{kind}'" for kind in ONCE_PER_SUBJECT_KINDS) + ")"
 _BOUNDS = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
 
 
@@ -241,7 +241,7 @@ def create_month(month: datetime) -> int:
             text(
                 f"INSERT INTO {once_guard.name} (kind, subject_id, created_at) "
                 f"SELECT kind, subject_id, created_at FROM {name} "
-                f"WHERE kind IN {_ONCE_KINDS} AND subject_id IS NOT NULL ON CONFLICT DO NOTHING"
+                f"WHERE kind IN {ONCE_KINDS_SQL} AND subject_id IS NOT NULL ON CONFLICT DO NOTHING"
             )
         )
         db.session.execute(

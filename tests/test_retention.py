@@ -367,3 +367,30 @@ def test_a_deleted_signal_gives_its_claim_back(app, make, bare) -> None:
     )
     db.session.commit()
     assert list(signal_times().values()) == [later]
+
+
+@pytest.mark.postgres_only
+def test_a_prune_forgets_the_claims_of_the_signals_it_removed_and_only_those(
+    app, make, bare
+) -> None:
+    user = make.user()
+    make.member(user, make.org())
+    august, september, november = (make.notification(user).id for _ in range(3))
+    for month in (8, 9):
+        partitions.create_month(datetime(2026, month, 1, tzinfo=UTC))
+    for subject, at in (
+        (august, datetime(2026, 8, 10, tzinfo=UTC)),  # its month is dropped
+        (september, CUTOFF - timedelta(days=3)),  # its month straddles the cutoff: kept
+        (november, NOW - timedelta(days=1)),
+    ):
+        for kind in (SignalKind.DELIVER, SignalKind.ENGAGE):
+            assert emit_for_subject(kind, user_id=user.id, subject_id=subject, feature="f", at=at)
+    db.session.commit()
+
+    outcome = prune(NOW, RETENTION)
+
+    assert "loop_signals_p2026_08" in outcome.dropped
+    claims = db.session.execute(
+        text("SELECT subject_id, count(*) FROM loop_signal_once GROUP BY subject_id")
+    ).all()
+    assert dict(claims) == {september: 2, november: 2}
