@@ -160,7 +160,13 @@ def _failed(
 def _authenticate(engine: Engine, params: dict[str, Any]) -> tuple[PoolProxiedConnection, Any]:
     """Run the token lookup; a connection the server dropped is replaced once."""
     for attempt in (1, 2):
-        conn = engine.raw_connection()
+        try:
+            conn = engine.raw_connection()
+        except psycopg.Error as exc:
+            # The server is gone (refused, timed out): raised as the app's other paths
+            # raise it, so the answer is the same 503.
+            error = DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=True)
+            raise cast(DBAPIError, error) from exc
         try:
             found = _run(conn, AUTH_SQL, params)
             return conn, None if found is None else TokenRow(*found)

@@ -99,3 +99,24 @@ def test_bad_token_is_401_before_a_bad_id_is_404(
     )
     assert bad.status_code == 401
     assert app.test_client().post("/api/v1/notifications/1/read").status_code == 401
+
+
+def test_mark_read_answers_503_when_the_server_cannot_be_reached(app: Flask) -> None:
+    """A refused connection is the database being down, on this path as on every other."""
+    from dashboard import create_app
+
+    gone = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "t",
+            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+            "REDIS_URL": app.config["REDIS_URL"],
+        }
+    )
+    with gone.app_context():
+        reply = gone.test_client().post(
+            "/api/v1/notifications/1/read", headers={"Authorization": "Bearer elp_not_checked"}
+        )
+        db.engine.dispose()
+    assert reply.status_code == 503
+    assert reply.get_json()["error"]["code"] == "unavailable"
