@@ -159,28 +159,18 @@ _SINCE = bindparam("since", type_=UTCDateTime())
 _NOW = bindparam("now", type_=UTCDateTime())
 
 
-def _rate_statement() -> Any:
+def _count_statement(kind: SignalKind) -> Any:
+    """Per tenant and feature: the window's signals of ``kind``, and how many people they came from.
+
+    ENGAGE gives the rate's numerator; DELIVER the notifications delivered (the ratio's
+    denominator).
+    """
     s = LoopSignal
     return (
         select(s.org_id, s.feature, func.count(), func.count(distinct(s.user_id)))
         .where(
             s.org_id.in_(_ORGS),
-            s.kind == SignalKind.ENGAGE.value,
-            s.created_at >= _SINCE,
-            s.created_at < _NOW,
-        )
-        .group_by(s.org_id, s.feature)
-    )
-
-
-def _delivered_statement() -> Any:
-    """Per tenant and feature: notifications delivered in the window, and to how many people."""
-    s = LoopSignal
-    return (
-        select(s.org_id, s.feature, func.count(), func.count(distinct(s.user_id)))
-        .where(
-            s.org_id.in_(_ORGS),
-            s.kind == SignalKind.DELIVER.value,
+            s.kind == kind.value,
             s.created_at >= _SINCE,
             s.created_at < _NOW,
         )
@@ -240,8 +230,8 @@ def _first_read_statement(postgres: bool) -> Any:
 
 
 # Built once: compiled once per process and cached, whatever the batch.
-_RATE = _rate_statement()
-_DELIVERED = _delivered_statement()
+_RATE = _count_statement(SignalKind.ENGAGE)
+_DELIVERED = _count_statement(SignalKind.DELIVER)
 _FIRST_READ = {
     "postgresql": _first_read_statement(postgres=True),
     "sqlite": _first_read_statement(postgres=False),
