@@ -191,9 +191,20 @@ def request_runs(
         len(batches),
         len(runs) - len(created),
     )
-    for run in runs:
-        db.session.refresh(run)
+    _reload(runs)
     return runs
+
+
+def _reload(runs: Sequence[TuneRun]) -> None:
+    """Read these runs back (their job ids, and what a quick worker changed already).
+
+    One query per 500 runs, not one per run: "all tenants" is a thousand of them,
+    and the workers are already working beside this request.
+    """
+    for chunk in _chunks([run.id for run in runs], 500):
+        db.session.execute(
+            select(TuneRun).where(TuneRun.id.in_(chunk)).execution_options(populate_existing=True)
+        ).scalars().all()
 
 
 def request_failed_reruns(*, requested_by: str | None) -> list[TuneRun]:

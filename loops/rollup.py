@@ -8,7 +8,20 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, String, bindparam, cast, delete, func, select, tuple_, type_coerce
+from sqlalchemy import (
+    BindParameter,
+    Date,
+    String,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
 
 from loops.database import db, dialect_insert
 from loops.models import LoopSignal, Organization, SignalDailyCount, SignalPrune
@@ -103,10 +116,6 @@ def changes(
 Changes = tuple[Counts, list[DayKey]]
 
 
-def _from_day(counts: Counts, since: date) -> Counts:
-    return {key: n for key, n in counts.items() if key[2] >= since}
-
-
 def complete_from() -> date | None:
     """The first day whose raw signals are all still there (None: nothing was ever pruned).
 
@@ -117,30 +126,88 @@ def complete_from() -> date | None:
     return None if cutoff is None else cutoff.date()
 
 
+def _differences(org_ids: Sequence[int], since: date, until: date | None) -> Any:
+    """The tenants' days in [since, until] whose recount differs from the stored row.
+
+    One statement: the recount of loop_signals (as ``recount``) full-joined with the
+    stored rows (as ``stored``), keeping only the rows that differ — a new count, or
+    no count at all (a stored day whose signals are gone). Only those cross the wire:
+    an unchanged month is two index reads and a join in the database, not two result
+    sets of every day to compare in Python. Both sides read one snapshot.
+    """
+    s, t = LoopSignal, SignalDailyCount
+    orgs: BindParameter[int] = bindparam("orgs", expanding=True)
+    bounds = [s.created_at >= day_start(since)]
+    if until is not None:
+        bounds.append(s.created_at < day_start(until + timedelta(days=1)))
+    day = _day_of(s.created_at)
+    fresh = (
+        select(s.org_id, s.kind, s.feature, day.label("day"), func.count().label("n"))
+        .where(s.org_id.in_(orgs), *bounds)
+        .group_by(s.org_id, s.kind, s.feature, day)
+        .subquery("fresh")
+    )
+    # SQLite keeps a day as its ISO text, which is what date(created_at) gives: the
+    # join compares text with text (and the result is parsed by _as_date).
+    stored_day: Any = type_coerce(t.day, String) if _dialect() == "sqlite" else t.day
+    kept = (
+        select(t.org_id, t.kind, t.feature, stored_day.label("day"), t.count)
+        .where(t.org_id.in_(orgs), t.day >= since, t.day <= _until(until))
+        .subquery("kept")
+    )
+    same_row = and_(
+        fresh.c.org_id == kept.c.org_id,
+        fresh.c.kind == kept.c.kind,
+        fresh.c.feature == kept.c.feature,
+        fresh.c.day == kept.c.day,
+    )
+    return (
+        select(
+            func.coalesce(fresh.c.org_id, kept.c.org_id),
+            func.coalesce(fresh.c.kind, kept.c.kind),
+            func.coalesce(fresh.c.feature, kept.c.feature),
+            type_coerce(func.coalesce(fresh.c.day, kept.c.day), String)
+            if _dialect() == "sqlite"
+            else func.coalesce(fresh.c.day, kept.c.day),
+            fresh.c.n,
+        )
+        .select_from(fresh.join(kept, same_row, full=True))
+        .where(or_(fresh.c.n.is_(None), kept.c.count.is_(None), fresh.c.n != kept.c.count))
+    )
+
+
 def pending(since: Mapping[int, date], until: date | None = None) -> dict[int, Changes]:
     """Per tenant, what recounting from its own ``since`` day would change.
 
-    Rows to upsert and rows to delete (see ``changes``); a few reads for all the
-    tenants together, nothing written. Days before ``complete_from()`` are never
-    recounted: their signals were pruned, and a recount would erase their counts.
+    Rows to upsert and rows to delete (see ``changes``), nothing written: one
+    statement for all the tenants that share a ``since`` day (a first run's whole
+    window, or the days since their previous run), which returns only the days that
+    differ. Days before ``complete_from()`` are never recounted: their signals were
+    pruned, and a recount would erase their counts.
     """
+    out: dict[int, Changes] = {org_id: ({}, []) for org_id in since}
     if not since:
-        return {}
-    org_ids = list(since)
+        return out
     floor = complete_from() or date.min
-    earliest = max(min(since.values()), floor)
-    recounted = recount(org_ids, earliest, until)
-    current = stored(org_ids, earliest, until)
+    groups: dict[date, list[int]] = {}
+    for org_id, day in since.items():
+        groups.setdefault(max(day, floor), []).append(org_id)
+    found: list[Any] = []
+    for start, org_ids in sorted(groups.items()):
+        found.extend(db.session.execute(_differences(org_ids, start, until), {"orgs": org_ids}))
     # Read again after the recount: a prune that began meanwhile recorded its cutoff
     # before removing a row, so a recount that saw rows missing sees that cutoff here.
     floor = max(floor, complete_from() or date.min)
-    return {
-        org_id: changes(
-            _from_day(current[org_id], max(since[org_id], floor)),
-            _from_day(recounted[org_id], max(since[org_id], floor)),
-        )
-        for org_id in org_ids
-    }
+    for org_id, kind, feature, day_value, n in found:
+        key = (str(kind), str(feature), _as_date(day_value))
+        if key[2] < floor:
+            continue
+        upserts, deletes = out[int(org_id)]
+        if n is None:
+            deletes.append(key)
+        else:
+            upserts[key] = int(n)
+    return out
 
 
 _UPSERTS: dict[str, Any] = {}
