@@ -218,6 +218,8 @@ def test_tenant_page_query_count_does_not_grow_with_history(
             when = now - timedelta(weeks=weeks)
             run = add_run(org, "succeeded", when)
             for feature in ("mention", "report.ready"):
+                if weeks == 1:
+                    add_calibration(org, f"engagement-rate:{feature}", 1.0, when)
                 add_history(org, f"engagement-rate:{feature}", 1.0, when, run_id=run.id)
                 add_history(
                     org,
@@ -347,7 +349,7 @@ def test_tenant_page_charts_each_features_history_with_its_band(
     assert "[1.8%\u201340.4%]" in long
     assert 'aria-current="true">26 weeks</a>' in trends and ">52 weeks</a>" in trends
     partial = viewer.get(
-        "/tenants/acme?weeks=12", headers={"HX-Request": "true", "HX-Target": "trends"}
+        "/tenants/acme/trends?feature=mention&weeks=12", headers={"HX-Request": "true"}
     ).get_data(as_text=True)
     assert 'aria-current="true">12 weeks</a>' in partial
     assert partial.lstrip().startswith('<div id="trends"') and "<html" not in partial
@@ -356,6 +358,127 @@ def test_tenant_page_charts_each_features_history_with_its_band(
     assert "same scale as the other charts" in shared_trends
     assert "own scale" not in shared_trends
     assert "engagement ratio · own scale" in trends
+
+
+def feature_history(org: Any, features: list[str], weeks: int, now: datetime) -> None:
+    """Each feature's current rate (the first the busiest) and ratio, and a run a week of
+    both in the history."""
+    for i, feature in enumerate(features):
+        ratio(org, feature, 10 + i, 40, now)
+        add_calibration(org, f"engagement-rate:{feature}", 10.0 - i, now)
+    for week in range(weeks):
+        when = now - timedelta(weeks=week)
+        for i, feature in enumerate(features):
+            add_history(
+                org,
+                f"engagement-ratio:{feature}",
+                (10 + i) / 40,
+                when,
+                engaged=10 + i,
+                sample_size=40,
+            )
+            add_history(org, f"engagement-rate:{feature}", 1.0 + i + week / 10, when)
+
+
+def trends_of(html: str) -> str:
+    return html[html.index('<div id="trends"') : html.index('id="delivery"')]
+
+
+def test_tenant_page_charts_one_feature_at_a_time_with_a_selector(
+    app: Flask, viewer: FlaskClient, make: Any
+) -> None:
+    org = make.org("acme")
+    now = utcnow()
+    feature_history(org, ["mention", "billing", "report.ready"], 3, now)
+
+    # The busiest feature by default, the others one link away, busiest first.
+    html = trends_of(viewer.get("/tenants/acme").get_data(as_text=True))
+    assert html.count('class="trend-chart"') == 2  # mention's ratio and rate only
+    assert '<article class="trend" data-feature="mention"' in html
+    assert 'data-feature="billing"' not in html
+    picker = html[
+        html.index('aria-label="Feature charted"') : html.index('aria-label="History range"')
+    ]
+    assert re.findall(r">([\w.]+)</a>", picker) == ["mention", "billing", "report.ready"]
+    assert 'aria-current="true">mention</a>' in picker
+    # Without JavaScript a feature is a plain link to the page showing it ...
+    assert 'href="/tenants/acme?trend=report.ready#trends-h"' in picker
+    # ... which htmx turns into a swap of this section alone, pushing the page's URL.
+    assert 'hx-get="/tenants/acme/trends?feature=report.ready"' in picker
+    assert 'hx-push-url="/tenants/acme?trend=report.ready"' in picker
+
+    page = trends_of(viewer.get("/tenants/acme?trend=report.ready").get_data(as_text=True))
+    assert '<article class="trend" data-feature="report.ready"' in page
+    assert page.count('class="trend-chart"') == 2
+    assert 'aria-current="true">report.ready</a>' in page
+    # The range links keep the feature; the first feature needs no ?trend=.
+    assert 'href="/tenants/acme?trend=report.ready&amp;weeks=52#trends-h"' in page
+    assert 'href="/tenants/acme?weeks=52#trends-h"' in html
+    full = viewer.get("/tenants/acme?trend=report.ready&days=60").get_data(as_text=True)
+    charts_part = full[full.index('<div id="charts">') :]
+    assert "/tenants/acme?trend=report.ready&amp;days=90" in charts_part
+
+    # The fragment: the section alone for htmx, the page for anyone else.
+    fragment = viewer.get(
+        "/tenants/acme/trends?feature=billing&weeks=52&scale=shared",
+        headers={"HX-Request": "true"},
+    )
+    body = fragment.get_data(as_text=True)
+    assert fragment.status_code == 200 and "<html" not in body
+    assert body.lstrip().startswith('<div id="trends"')
+    assert '<article class="trend" data-feature="billing"' in body
+    assert 'aria-current="true">52 weeks</a>' in body
+    assert "same scale as the other charts" in body and "own scale" not in body
+    # Its own reload (after a run) asks for the same feature and range.
+    assert 'hx-get="/tenants/acme/trends?feature=billing&amp;weeks=52&amp;scale=shared"' in body
+    plain = viewer.get("/tenants/acme/trends?feature=mention&weeks=12")
+    assert plain.status_code == 302
+    assert plain.headers["Location"].endswith("/tenants/acme?trend=mention&weeks=12")
+    assert viewer.get("/tenants/acme/trends", headers={"HX-Request": "true"}).status_code == 200
+
+
+def test_unknown_trend_feature_and_weeks(viewer: FlaskClient, make: Any) -> None:
+    org = make.org("acme")
+    now = utcnow()
+    feature_history(org, ["mention", "report.ready"], 2, now)
+    other = make.org("globex")
+    feature_history(other, ["digest"], 1, now)
+    # A feature this tenant does not have: the fragment is not found ...
+    for feature in ("nope", "digest", "<b>x</b>"):
+        response = viewer.get(
+            f"/tenants/acme/trends?feature={feature}", headers={"HX-Request": "true"}
+        )
+        assert response.status_code == 404, feature
+    assert viewer.get("/tenants/nope/trends?feature=mention").status_code == 404
+    # ... and the page says so, showing the first feature instead (escaped).
+    html = viewer.get("/tenants/acme?trend=%3Cb%3Ex%3C/b%3E").get_data(as_text=True)
+    assert "no calibration of the feature “&lt;b&gt;x&lt;/b&gt;”: showing mention" in html
+    assert '<article class="trend" data-feature="mention"' in html
+    # Weeks as before: anything but 12, 26 or 52 is 26.
+    for raw in ("7", "x", "-1", "99999999999999"):
+        body = viewer.get(
+            f"/tenants/acme/trends?feature=mention&weeks={raw}", headers={"HX-Request": "true"}
+        ).get_data(as_text=True)
+        assert 'aria-current="true">26 weeks</a>' in body, raw
+
+
+def test_tenant_page_does_not_grow_with_features(
+    app: Flask, viewer: FlaskClient, make: Any
+) -> None:
+    now = utcnow()
+
+    def page(slug: str, features: int) -> tuple[int, int, int]:
+        org = make.org(slug)
+        feature_history(org, [f"f{i:02d}" for i in range(features)], 12, now)
+        with count_queries(app) as statements:
+            html = viewer.get(f"/tenants/{slug}?weeks=52").get_data(as_text=True)
+        trends = trends_of(html)
+        return len(statements), trends.count('class="pt"'), trends.count("<tr>")
+
+    few, many = page("few", 2), page("many", 12)
+    # The same queries, and one feature's points and table rows, whatever the features.
+    assert few == many
+    assert few[1] == 2 * 12
 
 
 def test_tenant_page_without_history_says_when_runs_add_points(

@@ -280,19 +280,23 @@ def load(
     days: int,
     weeks: int = trends_model.DEFAULT_WEEKS,
     shared: bool = False,
+    trend: str | None = None,
 ) -> TenantPage:
+    """The whole page; its history charts ``trend`` (a feature), or the first feature."""
     success = last_success(org.id)
     charts, since, today = feature_charts(org.id, now, days, shared)
+    calibrations = load_calibrations(org.id)
+    features = trends_model.trend_features((cal.key, cal.value) for cal in calibrations)
     return TenantPage(
         org=org,
-        calibrations=calibration_views(load_calibrations(org.id), success, now),
+        calibrations=calibration_views(calibrations, success, now),
         last_success=success,
         history=history(org.id),
         charts=charts,
         days=days,
         since=since,
         today=today,
-        trends=trends_model.load(org.id, now, weeks, shared),
+        trends=trends_model.load(org.id, now, weeks, features, trend, shared),
         shared=shared,
     )
 

@@ -1,7 +1,10 @@
-"""A tenant's calibration history read model: each feature's ratio and rate over the last weeks."""
+"""A tenant's calibration history read model: one feature's ratio and rate over the last weeks."""
 
-# One indexed range read of loop_calibration_history (org_id, key, computed_at) per page:
-# a year of weekly runs is about 16 keys x 52 rows for the largest tenant.
+# The page charts one feature at a time (a selector switches between them), so its cost
+# does not grow with the number of features: one indexed range read of
+# loop_calibration_history (org_id, key, computed_at) for that feature's two keys, a year
+# of weekly runs being about 2 x 52 rows. Only "one scale for all" reads every feature's
+# values (not their readouts or charts), to fit the shared axes.
 
 from __future__ import annotations
 
@@ -22,10 +25,9 @@ from dashboard.web.charts import (
     merge_extents,
     time_domain,
     trend_chart,
-    trend_extent,
 )
-from loops.calibrations import split_key
-from loops.models import CalibrationHistory
+from loops.calibrations import RATE_PREFIX, RATIO_PREFIX, split_key
+from loops.models import Calibration, CalibrationHistory
 from loops.significance import Change, calibration_change, rate_interval, ratio_interval
 from loops.timeutil import as_utc, iso
 
@@ -33,6 +35,8 @@ TREND_RANGES = (12, 26, 52)
 DEFAULT_WEEKS = 26
 RATIO_LABEL = "engagement ratio"
 RATE_LABEL = "ENGAGE / day"
+# History read before the range, so its first run is compared with the one before it.
+LEAD_IN = timedelta(days=14)
 
 
 def parse_weeks(raw: str | None) -> int:
@@ -152,20 +156,22 @@ def entries(rows: Iterable[Any]) -> list[HistoryEntry]:
     return out
 
 
-def load_entries(org_id: int, since: datetime) -> list[HistoryEntry]:
-    """This tenant's history from ``since`` on, each compared with the value before it.
-
-    Reads a little before ``since`` so the first run in range has its predecessor.
-    """
+def _history_since(org_id: int, since: datetime, keys: Sequence[str] | None) -> Any:
+    # Reads a little before ``since`` so the first run in range has its predecessor.
+    h = CalibrationHistory
+    stmt = select(*h.__table__.c).where(h.org_id == org_id, h.computed_at >= since - LEAD_IN)
+    if keys is not None:
+        stmt = stmt.where(h.key.in_(keys))
     # Plain rows, not ORM objects: a year of a large tenant is some 800 of them.
-    rows = db.session.execute(
-        select(*CalibrationHistory.__table__.c)
-        .where(
-            CalibrationHistory.org_id == org_id,
-            CalibrationHistory.computed_at >= since - timedelta(days=14),
-        )
-        .order_by(CalibrationHistory.key, CalibrationHistory.computed_at, CalibrationHistory.id)
-    )
+    return db.session.execute(stmt.order_by(h.key, h.computed_at, h.id))
+
+
+def load_entries(
+    org_id: int, since: datetime, keys: Sequence[str] | None = None
+) -> list[HistoryEntry]:
+    """This tenant's history from ``since`` on (only ``keys`` when given), each compared
+    with the value before it."""
+    rows = _history_since(org_id, since, keys)
     return [e for e in entries(rows) if as_utc(e.computed_at) >= since]
 
 
@@ -185,6 +191,8 @@ class RunValues:
 
 @dataclass(frozen=True)
 class FeatureTrend:
+    """One feature's history: its ratio and rate charts and the values behind them."""
+
     feature: str
     ratio: TrendChart | None
     rate: TrendChart | None
@@ -216,17 +224,67 @@ class FeatureTrend:
         return next((e for e in self.entries if e.kind == "rate"), None)
 
 
+# Shared y ranges of every feature's charts: (ratio, rate), each None without values.
+Ranges = tuple[tuple[float, float] | None, tuple[float, float] | None]
+
+
 @dataclass(frozen=True)
 class Trends:
-    features: list[FeatureTrend]
+    """The history section: the tenant's features (the selector) and the one shown."""
+
+    feature: FeatureTrend | None  # None: the tenant has no rate or ratio calibration
+    features: list[str]
     weeks: int
     start: datetime
     end: datetime
     shared: bool
+    # Asked for (?trend=) but not one of this tenant's features: the first is shown.
+    unknown: str | None = None
+
+    @property
+    def selected(self) -> str | None:
+        return None if self.feature is None else self.feature.feature
+
+    @property
+    def trend_param(self) -> str | None:
+        """?trend= of the page's links: the feature shown, unless it is the default one."""
+        selected = self.selected
+        return selected if self.features and selected != self.features[0] else None
 
     @property
     def runs(self) -> int:
-        return len({(e.run_id, e.computed_at) for f in self.features for e in f.entries})
+        if self.feature is None:
+            return 0
+        return len({(e.run_id, e.computed_at) for e in self.feature.entries})
+
+
+def trend_features(calibrations: Iterable[tuple[str, float]]) -> list[str]:
+    """The features a tenant's calibrations (key, value) measure, by their current rate,
+    busiest first (as the daily charts are), then by name: the selector's order, its
+    first the feature charted by default."""
+    rates: dict[str, float] = {}
+    for key, value in calibrations:
+        kind, feature = split_key(key)
+        if kind == "rate":
+            rates[feature] = value
+        elif kind == "ratio":
+            rates.setdefault(feature, -1.0)
+    return sorted(rates, key=lambda f: (-rates[f], f))
+
+
+def load_features(org_id: int) -> list[str]:
+    """Every feature the tenant has a calibration of. Every history row was once a
+    calibration and calibrations are never deleted, so no feature with history is missed."""
+    c = Calibration
+    rows = db.session.execute(select(c.key, c.value).where(c.org_id == org_id))
+    return trend_features((key, value) for key, value in rows)
+
+
+def choose(features: Sequence[str], requested: str | None) -> str | None:
+    """The feature to chart: the one asked for when the tenant has it, else the first."""
+    if requested in features:
+        return requested
+    return features[0] if features else None
 
 
 def _points(items: Sequence[HistoryEntry]) -> list[TrendPoint]:
@@ -243,62 +301,88 @@ def _points(items: Sequence[HistoryEntry]) -> list[TrendPoint]:
     ]
 
 
-def build(items: Sequence[HistoryEntry], now: datetime, weeks: int, shared: bool) -> Trends:
-    """One ratio chart (with its band) and one rate chart per feature, biggest rate first."""
+def shared_ranges(rows: Iterable[Any], start: datetime) -> Ranges:
+    """The y range every feature's ratio charts share, and the one of the rate charts:
+    the values and their intervals from ``start`` on (no readouts, no charts)."""
+    extents: dict[str, list[tuple[float, float]]] = {"ratio": [], "rate": []}
+    for row in rows:
+        kind, _feature = split_key(row.key)
+        if kind not in extents or as_utc(row.computed_at) < start:
+            continue
+        low, high = entry_interval(row, kind) or (row.value, row.value)
+        extents[kind].append((min(row.value, low), max(row.value, high)))
+    return merge_extents(extents["ratio"]), merge_extents(extents["rate"])
+
+
+def build(
+    feature: str,
+    items: Sequence[HistoryEntry],
+    start: datetime,
+    end: datetime,
+    ranges: Ranges | None = None,
+) -> FeatureTrend:
+    """The feature's ratio chart (with its band) and rate chart; with ``ranges`` on the
+    y scales every feature shares."""
+    ratios = _points([e for e in items if e.kind == "ratio"])
+    rates = _points([e for e in items if e.kind == "rate"])
+    # Both charts on one time axis, fitted to the runs there are.
+    x_start, x_end = time_domain([as_utc(e.computed_at) for e in items], start, end)
+    ratio_range, rate_range = ranges or (None, None)
+    ratio = rate = None
+    if ratios:
+        ratio = trend_chart(
+            feature,
+            ratios,
+            x_start,
+            x_end,
+            percent=True,
+            y_label=RATIO_LABEL,
+            color=ENGAGE_COLOR,
+            y_range=ratio_range,
+        )
+    if rates:
+        rate = trend_chart(
+            feature,
+            rates,
+            x_start,
+            x_end,
+            percent=False,
+            y_label=RATE_LABEL,
+            color=RATE_COLOR,
+            y_range=rate_range,
+        )
+    newest = sorted(items, key=lambda e: (as_utc(e.computed_at), e.kind), reverse=True)
+    return FeatureTrend(feature, ratio, rate, newest)
+
+
+def load(
+    org_id: int,
+    now: datetime,
+    weeks: int,
+    features: Sequence[str],
+    requested: str | None = None,
+    shared: bool = False,
+) -> Trends:
+    """The history of one feature (``requested``, or the first) over the last ``weeks``."""
     end = as_utc(now)
     start = end - timedelta(weeks=weeks)
-    by_feature: dict[str, dict[str, list[HistoryEntry]]] = {}
-    for e in items:
-        by_feature.setdefault(e.feature, {}).setdefault(e.kind, []).append(e)
-    ratio_points = {f: _points(k.get("ratio", [])) for f, k in by_feature.items()}
-    rate_points = {f: _points(k.get("rate", [])) for f, k in by_feature.items()}
-    ratio_range = merge_extents([trend_extent(p) for p in ratio_points.values()])
-    rate_range = merge_extents([trend_extent(p) for p in rate_points.values()])
-    # Every chart of the page on one time axis, fitted to the runs there are.
-    x_start, x_end = time_domain([as_utc(e.computed_at) for e in items], start, end)
-
-    def latest_rate(feature: str) -> float:
-        points = rate_points[feature]
-        return points[-1].value if points else -1.0
-
-    features = []
-    for feature in sorted(by_feature, key=lambda f: (-latest_rate(f), f)):
-        kinds = by_feature[feature]
-        ratio = rate = None
-        if ratio_points[feature]:
-            ratio = trend_chart(
-                feature,
-                ratio_points[feature],
-                x_start,
-                x_end,
-                percent=True,
-                y_label=RATIO_LABEL,
-                color=ENGAGE_COLOR,
-                y_range=ratio_range if shared else None,
-            )
-        if rate_points[feature]:
-            rate = trend_chart(
-                feature,
-                rate_points[feature],
-                x_start,
-                x_end,
-                percent=False,
-                y_label=RATE_LABEL,
-                color=RATE_COLOR,
-                y_range=rate_range if shared else None,
-            )
-        newest = sorted(
-            [*kinds.get("ratio", []), *kinds.get("rate", [])],
-            key=lambda e: (as_utc(e.computed_at), e.kind),
-            reverse=True,
-        )
-        features.append(FeatureTrend(feature, ratio, rate, newest))
-    return Trends(features, weeks, start, end, shared)
-
-
-def load(org_id: int, now: datetime, weeks: int, shared: bool = False) -> Trends:
-    start = as_utc(now) - timedelta(weeks=weeks)
-    return build(load_entries(org_id, start), now, weeks, shared)
+    selected = choose(features, requested)
+    unknown = requested if requested and requested != selected else None
+    if selected is None:
+        return Trends(None, list(features), weeks, start, end, shared, unknown)
+    keys = (f"{RATIO_PREFIX}{selected}", f"{RATE_PREFIX}{selected}")
+    ranges = None
+    if shared:
+        # One read of every feature: their values fit the shared axes.
+        rows = list(_history_since(org_id, start, None))
+        ranges = shared_ranges(rows, start)
+        items = [
+            e for e in entries(r for r in rows if r.key in keys) if as_utc(e.computed_at) >= start
+        ]
+    else:
+        items = load_entries(org_id, start, keys)
+    trend = build(selected, items, start, end, ranges)
+    return Trends(trend, list(features), weeks, start, end, shared, unknown)
 
 
 HISTORY_CSV_COLUMNS = (

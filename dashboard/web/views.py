@@ -137,30 +137,58 @@ def _shared_scale() -> bool:
     return request.args.get("scale") == "shared"
 
 
-@bp.get("/tenants/<slug>")
-@login_required
-def tenant(slug: str) -> ResponseReturnValue:
-    org = _org_or_404(slug)
+def _tenant_state() -> tuple[int, int, bool]:
+    """The tenant page's days, weeks and scale from its query string (each falls back to
+    its default)."""
     days = tenant_page.parse_range(request.args.get("days"))
-    weeks = trends.parse_weeks(request.args.get("weeks"))
-    shared = _shared_scale()
-    view = {
+    return days, trends.parse_weeks(request.args.get("weeks")), _shared_scale()
+
+
+def _tenant_view(days: int, weeks: int, shared: bool) -> dict[str, object]:
+    return {
         "days": days,
         "weeks": weeks,
         "shared": shared,
         "ranges": CHART_RANGES,
         "week_ranges": trends.TREND_RANGES,
     }
+
+
+@bp.get("/tenants/<slug>")
+@login_required
+def tenant(slug: str) -> ResponseReturnValue:
+    org = _org_or_404(slug)
+    days, weeks, shared = _tenant_state()
+    view = _tenant_view(days, weeks, shared)
+    # The feature whose history is charted (?trend=); the range links carry it along.
+    trend = request.args.get("trend") or None
     if _wants_partial("charts"):
         charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days, shared)
-        return render_template("_charts.html", org=org, charts=charts, **view)
-    if _wants_partial("trends"):
-        data = trends.load(org.id, utcnow(), weeks, shared)
-        return render_template("_trends.html", org=org, trends=data, **view)
-    page = tenant_page.load(org, utcnow(), days, weeks, shared)
+        return render_template("_charts.html", org=org, charts=charts, trend=trend, **view)
+    page = tenant_page.load(org, utcnow(), days, weeks, shared, trend)
     active = page.active_run
     panel = runs_page.status(active.id if active else None, org_id=org.id, cells=[org.id])
     return render_template("tenant.html", t=page, panel=panel, **view)
+
+
+@bp.get("/tenants/<slug>/trends")
+@login_required
+def tenant_trends(slug: str) -> ResponseReturnValue:
+    """The history section charting one feature: what the feature selector and the range
+    switch swap in. Opened without htmx, it is the tenant page showing that feature."""
+    org = _org_or_404(slug)
+    feature = request.args.get("feature") or None
+    features = trends.load_features(org.id)
+    if feature is not None and feature not in features:
+        abort(404)
+    if not request.htmx:
+        kept = {k: v for k, v in request.args.items() if k in ("weeks", "days", "scale")}
+        return redirect(url_for("views.tenant", slug=org.slug, trend=feature, **kept))
+    days, weeks, shared = _tenant_state()
+    data = trends.load(org.id, utcnow(), weeks, features, feature, shared)
+    return render_template(
+        "_trends.html", org=org, trends=data, **_tenant_view(days, weeks, shared)
+    )
 
 
 @bp.get("/tenants/<slug>/calibrations")

@@ -82,6 +82,24 @@ def test_history_chart_and_daily_chart_show_exact_values(
     s.login(*VIEWER)
     s.goto("/tenants/acme")
     page = s.page
+    # One feature's history at a time: the busiest first, the others one link away.
+    picker = page.get_by_role("group", name="Feature charted")
+    expect(picker.get_by_role("link", name="mention")).to_have_attribute("aria-current", "true")
+    expect(page.locator("#trends article.trend")).to_have_count(1)
+    page.evaluate("() => { window.__stay = 1; }")
+    # From the keyboard: htmx swaps in that feature's section and pushes its URL.
+    picker.get_by_role("link", name="comment.reply").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/tenants/acme\?trend=comment\.reply$"))
+    other = page.locator("#trends article[data-feature='comment.reply']")
+    expect(other.locator("svg.trend-chart")).to_have_count(2)
+    expect(picker.get_by_role("link", name="comment.reply")).to_have_attribute(
+        "aria-current", "true"
+    )
+    assert page.evaluate("() => window.__stay") == 1  # no page load
+    # Back to the first feature, as the browser's history has it.
+    page.go_back()
+    page.wait_for_url(s.base + "/tenants/acme")
     trend = page.locator("#trends article[data-feature='mention']")
     expect(trend.locator("svg.trend-chart")).to_have_count(2)  # ratio and rate
     expect(trend.locator("polygon.trend-band")).to_have_count(2)
