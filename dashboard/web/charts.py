@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,19 @@ class LineChart(_HoverChart):
     def empty(self) -> bool:
         return all(s.total == 0 for s in self.series)
 
+    @property
+    def table_rows(self) -> Markup:
+        """The table view's rows, newest day first, as one string (like the hover layer:
+        a page holds some hundreds of them)."""
+        rows = []
+        for day, values in reversed(self.table):
+            cells = "".join(f'<td class="num">{v:,}</td>' for v in values)
+            rows.append(
+                f'<tr><th scope="row"><time datetime="{day.isoformat()}">{day_text(day)}</time>'
+                f"</th>{cells}</tr>"
+            )
+        return Markup("".join(rows))
+
 
 def hover_svg(points: Sequence[HoverPoint], top: float, bottom: float, tip_y: float) -> Markup:
     """The hover layer of a chart as one SVG string (every text escaped).
@@ -152,27 +166,34 @@ def hover_svg(points: Sequence[HoverPoint], top: float, bottom: float, tip_y: fl
     time they cost more than the rest of the page, so they are built here in one go.
     On hover, CSS shows a group's column, markers and readout (see app.css).
     """
-    height = _fmt(bottom - top)
+    # A point's numbers are rounded to 0.1 when it is made, so ":g" prints them as _fmt
+    # would (no trailing ".0"), without a call per number.
+    y_top, y_bottom, height, tip_top = _fmt(top), _fmt(bottom), _fmt(bottom - top), _fmt(tip_y)
+    baselines = [_fmt(tip_y + 12 + 12 * i) for i in range(2)]
     out = []
     for p in points:
-        dots = "".join(
-            f'<circle class="pt-dot" cx="{_fmt(d.x)}" cy="{_fmt(d.y)}" r="3.5" fill="{d.color}"/>'
-            for d in p.dots
+        x = f"{p.x:g}"
+        parts = [
+            f'<g class="pt"><rect class="pt-hit" x="{p.hit_x:g}" y="{y_top}" '
+            f'width="{p.hit_width:g}" height="{height}"/>'
+            f'<line class="pt-guide" x1="{x}" y1="{y_top}" x2="{x}" y2="{y_bottom}"/>'
+        ]
+        for d in p.dots:
+            parts.append(f'<circle class="pt-dot" cx="{x}" cy="{d.y:g}" r="3.5" fill="{d.color}"/>')
+        parts.append(
+            f'<g class="pt-tip"><rect x="{p.tip_x:g}" y="{tip_top}" width="{p.tip_width:g}" '
+            f'height="{p.tip_height:g}" rx="3"/>'
         )
+        text_x = f"{p.tip_x + 5:g}"
         head = ' class="pt-tip-head"' if len(p.lines) > 1 else ""
-        texts = "".join(
-            f'<text x="{_fmt(p.tip_x + 5)}" y="{_fmt(tip_y + 12 + 12 * i)}" '
-            f'textLength="{width}"{head if i == 0 else ""}>{escape(line)}</text>'
-            for i, (line, width) in enumerate(p.lines)
-        )
-        out.append(
-            f'<g class="pt"><rect class="pt-hit" x="{_fmt(p.hit_x)}" y="{_fmt(top)}" '
-            f'width="{_fmt(p.hit_width)}" height="{height}"/>'
-            f'<line class="pt-guide" x1="{_fmt(p.x)}" y1="{_fmt(top)}" x2="{_fmt(p.x)}" '
-            f'y2="{_fmt(bottom)}"/>{dots}<g class="pt-tip"><rect x="{_fmt(p.tip_x)}" '
-            f'y="{_fmt(tip_y)}" width="{_fmt(p.tip_width)}" height="{_fmt(p.tip_height)}" '
-            f'rx="3"/>{texts}</g></g>'
-        )
+        for i, (line, width) in enumerate(p.lines):
+            y = baselines[i] if i < 2 else _fmt(tip_y + 12 + 12 * i)
+            parts.append(
+                f'<text x="{text_x}" y="{y}" textLength="{width}"{head if i == 0 else ""}>'
+                f"{escape(line)}</text>"
+            )
+        parts.append("</g></g>")
+        out.append("".join(parts))
     return Markup("".join(out))
 
 
@@ -182,7 +203,15 @@ def scale_note(shared: bool) -> str:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".")
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+@functools.lru_cache(maxsize=1024)
+def day_text(day: date) -> str:
+    """ "Fri 6 Nov": a day as the charts' readouts and tables name it (the same few days
+    recur on every chart of a page, so each is formatted once)."""
+    return day.strftime("%a %-d %b")
 
 
 def hover_point(
@@ -197,19 +226,32 @@ def hover_point(
     """A readout box centred on ``x`` and kept inside [left, right]: the day or run on its
     first line, the values on the second (``text`` reads "when · values")."""
     head, _sep, rest = text.partition(" · ")
-    lines = tuple(
-        (line, round(len(line) * GLYPH_WIDTH, 1)) for line in ([head, rest] if rest else [head])
-    )
+    return _hover(x, hit_x, hit_width, tuple(dots), head, rest, left, right)
+
+
+def _hover(
+    x: float,
+    hit_x: float,
+    hit_width: float,
+    dots: tuple[Dot, ...],
+    head: str,
+    rest: str,
+    left: float,
+    right: float,
+) -> HoverPoint:
+    lines: tuple[tuple[str, float], ...] = ((head, round(len(head) * GLYPH_WIDTH, 1)),)
+    if rest:
+        lines += ((rest, round(len(rest) * GLYPH_WIDTH, 1)),)
     tip_width = max(w for _, w in lines) + 10
     tip_x = min(max(x - tip_width / 2, left), max(right - tip_width, left))
     return HoverPoint(
-        _round(x),
-        _round(hit_x),
-        _round(hit_width),
-        tuple(dots),
-        text,
-        _round(tip_x),
-        _round(tip_width),
+        round(x, 1),
+        round(hit_x, 1),
+        round(hit_width, 1),
+        dots,
+        f"{head} · {rest}" if rest else head,
+        round(tip_x, 1),
+        round(tip_width, 1),
         lines,
     )
 
@@ -300,9 +342,14 @@ def line_chart(
     def y_of(value: float) -> float:
         return bottom - (value / y_top) * (bottom - top)
 
+    # Each day's x and each value's y once: the lines, the dots and the hover layer
+    # share them (a page draws several charts of 30 to 90 days each).
+    xs = [left + i * step for i in range(n)]
+    x_text = [_fmt(x) for x in xs]
+    ys = {name: [y_of(v) for v in values] for name, values in series.items()}
     drawn = []
     for name, values in series.items():
-        coords = [f"{_fmt(left + i * step)},{_fmt(y_of(v))}" for i, v in enumerate(values)]
+        coords = [f"{xt},{_fmt(y)}" for xt, y in zip(x_text, ys[name], strict=False)]
         points, last = _split_partial(coords, partial_last)
         drawn.append(
             Series(
@@ -319,21 +366,22 @@ def line_chart(
     x: list[Tick] = []
     if n:
         idx = sorted({round(i * (n - 1) / max(x_ticks, 1)) for i in range(x_ticks + 1)})
-        x = [Tick(_round(left + i * step), days[i].strftime("%b %-d")) for i in idx]
+        x = [Tick(_round(xs[i]), days[i].strftime("%b %-d")) for i in idx]
     totals = ", ".join(f"{s.name} {s.total}" for s in drawn)
     span = f"{days[0].isoformat()} to {days[-1].isoformat()}" if n else "no days"
     label = f"{title}: daily {y_label} from {span}; totals {totals}"
+    columns = [(s.name, series[s.name], ys[s.name], s.color) for s in drawn]
     hover = []
     for i, day in enumerate(days):
-        cx = left + i * step
+        cx = xs[i]
         today = partial_last and i == n - 1 and n > 1
-        readout = " · ".join(f"{s.name} {series[s.name][i]:,}" for s in drawn)
-        text = f"{day.strftime('%a %-d %b')}{' (so far)' if today else ''} · {readout}"
-        dots = [Dot(_round(cx), _round(y_of(series[s.name][i])), s.color) for s in drawn]
-        hover.append(hover_point(cx, cx - step / 2, step, dots, text, left - 30, right + 8))
+        head = f"{day_text(day)} (so far)" if today else day_text(day)
+        readout = " · ".join(f"{name} {values[i]:,}" for name, values, _ys, _c in columns)
+        dots = tuple(Dot(_round(cx), _round(ys_[i]), color) for _n, _v, ys_, color in columns)
+        hover.append(_hover(cx, cx - step / 2, step, dots, head, readout, left - 30, right + 8))
     index = {d: i for i, d in enumerate(days)}
     markers = tuple(
-        Marker(_round(left + index[d] * step), text, state) for d, text, state in runs if d in index
+        Marker(_round(xs[index[d]]), text, state) for d, text, state in runs if d in index
     )
     return LineChart(
         title,
