@@ -29,7 +29,13 @@ from dashboard.web.charts import (
 from dashboard.web.overview import PER_PAGE, _like_pattern
 from loops.calibrations import RATE_PREFIX, RATIO_PREFIX, split_key
 from loops.models import Calibration, CalibrationHistory, Organization
-from loops.significance import Change, calibration_change, rate_interval, ratio_interval
+from loops.significance import (
+    Change,
+    calibration_change,
+    interval_change,
+    rate_interval,
+    ratio_interval,
+)
 from loops.timeutil import as_utc
 
 # The forest plot: each tenant's interval on one shared track, the pooled ratio a line.
@@ -222,22 +228,25 @@ def _fresh_after(now: datetime, window_days: int) -> datetime:
     return as_utc(now) - timedelta(days=window_days)
 
 
-def _all_ratios(feature: str) -> list[Any]:
+def _current(feature: str) -> tuple[list[Any], set[int]]:
+    """Every tenant's current ratio of ``feature``, and the tenants measuring it at all (a
+    ratio or a rate): one read of loop_calibrations for both keys."""
     c = Calibration
-    return list(
-        db.session.execute(
-            select(
-                c.org_id,
-                c.value,
-                c.sample_size,
-                c.engaged,
-                c.interval_low,
-                c.interval_high,
-                c.previous_value,
-                c.computed_at,
-            ).where(c.key == ratio_key(feature))
-        ).all()
-    )
+    rows = db.session.execute(
+        select(
+            c.org_id,
+            c.key,
+            c.value,
+            c.sample_size,
+            c.engaged,
+            c.interval_low,
+            c.interval_high,
+            c.previous_value,
+            c.computed_at,
+        ).where(c.key.in_([ratio_key(feature), rate_key(feature)]))
+    ).all()
+    key = ratio_key(feature)
+    return [r for r in rows if r.key == key], {r.org_id for r in rows}
 
 
 def _interval_of(row: Any) -> tuple[float, float] | None:
@@ -245,19 +254,6 @@ def _interval_of(row: Any) -> tuple[float, float] | None:
         return None
     return ratio_interval(
         row.engaged, row.sample_size, row.value, row.interval_low, row.interval_high
-    )
-
-
-def _change_of(row: Any) -> Change | None:
-    return calibration_change(
-        "ratio",
-        value=row.value,
-        sample_size=row.sample_size,
-        window_days=None,
-        previous=row.previous_value,
-        engaged=row.engaged,
-        interval_low=row.interval_low,
-        interval_high=row.interval_high,
     )
 
 
@@ -333,13 +329,18 @@ def load(
     """One page of tenants measured on ``feature``, with the pooled ratio and the flags."""
     q = q.strip()[:100]
     fresh_after = _fresh_after(now, window_days)
-    # Every tenant's current ratio: the pooled ratio, the flags, the track's range.
-    everyone = _all_ratios(feature)
+    # Every tenant's current ratio: the pooled ratio, the flags, the track's range. One
+    # pass over a thousand rows or so, each interval worked out once.
+    everyone, measured = _current(feature)
     fresh = [r for r in everyone if as_utc(r.computed_at) > fresh_after]
     pool = pooled([(_engaged(r.engaged, r.value, r.sample_size), r.sample_size) for r in fresh])
-    intervals = {r.org_id: _interval_of(r) for r in fresh}
+    intervals: dict[int, tuple[float, float] | None] = {}
+    changes: list[Change | None] = []
+    for r in fresh:
+        iv = intervals[r.org_id] = _interval_of(r)
+        # The change rule (calibration_change) on the interval already at hand.
+        changes.append(None if iv is None else interval_change(*iv, r.previous_value))
     flags = {org_id: flag_of(iv, pool) for org_id, iv in intervals.items()}
-    changes = [_change_of(r) for r in fresh]
     known = [iv for iv in intervals.values() if iv is not None]
     scale = forest_scale([iv[0] for iv in known], [iv[1] for iv in known])
 
@@ -362,7 +363,10 @@ def load(
         .outerjoin(rate, and_(rate.org_id == Organization.id, rate.key == rate_key(feature)))
         .where(*filters)
     )
-    total = db.session.execute(select(func.count()).select_from(joined.subquery())).scalar_one()
+    if q or flag is not None:
+        total = db.session.execute(select(func.count()).select_from(joined.subquery())).scalar_one()
+    else:
+        total = len(measured)  # every tenant with a ratio or a rate of the feature
     pages = max(1, -(-total // per_page))
     page = min(max(page, 1), pages)
     orders: dict[Sort, list[Any]] = {
