@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -370,15 +371,10 @@ def line_chart(
     totals = ", ".join(f"{s.name} {s.total}" for s in drawn)
     span = f"{days[0].isoformat()} to {days[-1].isoformat()}" if n else "no days"
     label = f"{title}: daily {y_label} from {span}; totals {totals}"
-    columns = [(s.name, series[s.name], ys[s.name], s.color) for s in drawn]
-    hover = []
-    for i, day in enumerate(days):
-        cx = xs[i]
-        today = partial_last and i == n - 1 and n > 1
-        head = f"{day_text(day)} (so far)" if today else day_text(day)
-        readout = " · ".join(f"{name} {values[i]:,}" for name, values, _ys, _c in columns)
-        dots = tuple(Dot(_round(cx), _round(ys_[i]), color) for _n, _v, ys_, color in columns)
-        hover.append(_hover(cx, cx - step / 2, step, dots, head, readout, left - 30, right + 8))
+    hover = _daily_hover(days, xs, step, drawn, series, ys, left - 30, right + 8, partial_last)
+    counts = [[int(v) for v in series[s.name]] for s in drawn]
+    by_day = zip(*counts, strict=False) if counts else itertools.repeat(())
+    table = tuple(zip(days, by_day, strict=False))
     index = {d: i for i, d in enumerate(days)}
     markers = tuple(
         Marker(_round(xs[index[d]]), text, state) for d, text, state in runs if d in index
@@ -396,11 +392,54 @@ def line_chart(
         tuple(x),
         y_label,
         label,
-        tuple(hover),
+        hover,
         markers,
         y_max is not None,
-        tuple((day, tuple(int(series[s.name][i]) for s in drawn)) for i, day in enumerate(days)),
+        table,
     )
+
+
+def _daily_hover(
+    days: Sequence[date],
+    xs: Sequence[float],
+    step: float,
+    drawn: Sequence[Series],
+    series: Mapping[str, Sequence[int]],
+    ys: Mapping[str, Sequence[float]],
+    left: float,
+    right: float,
+    partial_last: bool,
+) -> tuple[HoverPoint, ...]:
+    """hover_point for every day of a daily chart, written out: with several charts of up
+    to 90 days on a page, a call or two less per day is most of their cost."""
+    n = len(days)
+    hit_width = round(step, 1)
+    columns = [(s.name, series[s.name], [round(y, 1) for y in ys[s.name]], s.color) for s in drawn]
+    out = []
+    for i, day in enumerate(days):
+        cx = xs[i]
+        x = round(cx, 1)
+        head = day_text(day)
+        if partial_last and i == n - 1 and n > 1:
+            head += " (so far)"
+        readout = " · ".join([f"{name} {values[i]:,}" for name, values, _ys, _c in columns])
+        head_width = round(len(head) * GLYPH_WIDTH, 1)
+        readout_width = round(len(readout) * GLYPH_WIDTH, 1)
+        tip_width = max(head_width, readout_width) + 10
+        tip_x = min(max(cx - tip_width / 2, left), max(right - tip_width, left))
+        out.append(
+            HoverPoint(
+                x,
+                round(cx - step / 2, 1),
+                hit_width,
+                tuple([Dot(x, ys_[i], color) for _n, _v, ys_, color in columns]),
+                f"{head} · {readout}",
+                round(tip_x, 1),
+                round(tip_width, 1),
+                ((head, head_width), (readout, readout_width)),
+            )
+        )
+    return tuple(out)
 
 
 def _round(value: float) -> float:
