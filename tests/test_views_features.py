@@ -252,6 +252,32 @@ def test_feature_view_pooled_ratio_week_by_week(viewer: FlaskClient, make: Any) 
     assert viewer.get("/features/mention?weeks=52").status_code == 200
 
 
+def test_pooled_weeks_are_summed_again_once_a_run_writes_history(
+    app: Flask, viewer: FlaskClient, make: Any
+) -> None:
+    now = utcnow()
+    org = make.org("acme")
+    ratio(org, "mention", 10, 40, now)
+    add_history(
+        org, "engagement-ratio:mention", 0.1, now - timedelta(weeks=1), engaged=10, sample_size=100
+    )
+
+    def page() -> tuple[str, list[str]]:
+        with count_queries(app) as statements:
+            html = viewer.get("/features/mention").get_data(as_text=True)
+        return html, [s for s in statements if "sum(" in s and "loop_calibration_history" in s]
+
+    first, summed = page()
+    assert "pooled 10.0% · 1 tenant, n=100" in first and len(summed) == 1
+    # Nothing written since: the weeks are not summed again.
+    again, summed = page()
+    assert summed == [] and "pooled 10.0% · 1 tenant, n=100" in again
+    # A run writes this week's value: the next view shows it.
+    add_history(org, "engagement-ratio:mention", 0.5, now, engaged=50, sample_size=100)
+    fresh, summed = page()
+    assert len(summed) == 1 and "pooled 50.0% · 1 tenant, n=100" in fresh
+
+
 def test_feature_view_404s_and_csv(viewer: FlaskClient, tenants: dict[str, Any]) -> None:
     assert viewer.get("/features/nope").status_code == 404
     assert viewer.get("/features/NOT%20A%20FEATURE").status_code == 404
