@@ -1,5 +1,6 @@
 """Dashboard server time: the overview (first page), the largest tenant's page (with its
-calibration history: 26 weeks by default, and a whole year), and the most delivered
+calibration history: 26 weeks by default, and a whole year), the history section alone
+for another feature of that tenant (what picking a feature loads), and the most delivered
 feature's page across every tenant, logged in.
 
 Measured in-process with the Flask test client (server time only: routing, queries,
@@ -32,7 +33,9 @@ from bench.common import (
     pg_url,
     print_row,
     ratio,
+    record_load,
     scale_named,
+    wait_for_quiet,
     write_result,
 )
 from bench.generate import generate_pg
@@ -64,8 +67,14 @@ TENANT_SQL = [
     "SELECT * FROM tune_runs WHERE org_id = %(org)s ORDER BY id DESC LIMIT 20",
     """
     SELECT * FROM loop_calibration_history
-    WHERE org_id = %(org)s AND computed_at >= %(history_since)s ORDER BY key, computed_at
+    WHERE org_id = %(org)s AND key = ANY(%(trend_keys)s) AND computed_at >= %(history_since)s
+    ORDER BY key, computed_at
     """,
+]
+# Picking a feature: its keys among the tenant's calibrations, then its history.
+TRENDS_SQL = [
+    "SELECT key, value FROM loop_calibrations WHERE org_id = %(org)s",
+    TENANT_SQL[-1],
 ]
 FEATURE_SQL = [
     """
@@ -87,6 +96,10 @@ FEATURE_SQL = [
     WHERE key = %(ratio_key)s AND computed_at >= %(history_since)s GROUP BY 1
     """,
 ]
+
+
+def _keys(feature: str) -> list[str]:
+    return [f"engagement-ratio:{feature}", f"engagement-rate:{feature}"]
 
 
 def _login(client: Any) -> None:
@@ -120,7 +133,7 @@ def _stats(times: list[float]) -> dict[str, float]:
     }
 
 
-def bench(scale: Scale, dbname: str) -> dict[str, Any]:
+def bench(scale: Scale, dbname: str, load: dict[str, Any] | None = None) -> dict[str, Any]:
     generate_pg(scale, dbname, force=False)
     env = app_env(pg_url(dbname))
     for key in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LOOPS_ENABLED", "LOG_LEVEL"):
@@ -143,6 +156,19 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
         ).fetchone()
         assert top is not None, "no ratio calibrations: generate the data set first"
         feature = str(top[0]).partition(":")[2]
+        # The tenant page charts its busiest feature's history; picking another loads the
+        # section alone (the most delivered feature, or the next busiest if that is it).
+        rates = [
+            str(r[0]).partition(":")[2]
+            for r in conn.execute(
+                "SELECT key FROM loop_calibrations WHERE org_id = %s "
+                "AND key LIKE 'engagement-rate:%%' ORDER BY value DESC, key",
+                (org_id,),
+            )
+        ]
+        assert rates, "no rate calibrations: generate the data set first"
+        shown = rates[0]
+        picked = feature if feature != shown else (rates[1:] or rates)[0]
         first_page = [
             r[0] for r in conn.execute("SELECT id FROM organizations ORDER BY name, id LIMIT 25")
         ]
@@ -157,16 +183,18 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
         tenant_params = params | {
             "since": today - timedelta(days=89),
             "history_since": now - timedelta(weeks=26 + 2),
+            "trend_keys": _keys(shown),
         }
         year_params = tenant_params | {"history_since": now - timedelta(weeks=52 + 2)}
+        picked_params = year_params | {"trend_keys": _keys(picked)}
         feature_params = {
             "ratio_key": f"engagement-ratio:{feature}",
             "rate_key": f"engagement-rate:{feature}",
             "history_since": now - timedelta(weeks=26),
         }
 
-        def get(path: str) -> None:
-            response = client.get(path)
+        def get(path: str, htmx: bool = False) -> None:
+            response = client.get(path, headers={"HX-Request": "true"} if htmx else {})
             if response.status_code != 200:
                 raise SystemExit(f"GET {path}: HTTP {response.status_code}")
 
@@ -181,6 +209,10 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
             "tenant 52 weeks": (
                 lambda: get(f"/tenants/{slug}?weeks=52"),
                 lambda: raw(TENANT_SQL, year_params),
+            ),
+            "tenant trends fragment 52 weeks": (
+                lambda: get(f"/tenants/{slug}/trends?feature={picked}&weeks=52", htmx=True),
+                lambda: raw(TRENDS_SQL, picked_params),
             ),
             "feature": (
                 lambda: get(f"/features/{feature}"),
@@ -199,7 +231,7 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
                 raw_times += _sample(raw_fn, 1)
             results[name] = {"page": _stats(page_times), "raw_sql": _stats(raw_times)}
     print(
-        f"dashboard summary (largest tenant: {slug}, feature: {feature}):"
+        f"dashboard summary (largest tenant: {slug}, picked: {picked}, feature: {feature}):"
         "    measured     baseline    ratio"
     )
     for name, r in results.items():
@@ -208,7 +240,10 @@ def bench(scale: Scale, dbname: str) -> dict[str, Any]:
     payload = {
         "database": dbname,
         "tenant": slug,
+        "tenant_feature_shown": shown,
+        "tenant_feature_picked": picked,
         "feature": feature,
+        "load": load or record_load("dashboard"),
         "results": results,
         "summary": {
             name: {
@@ -228,9 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", default="quick")
     parser.add_argument("--db", help="PostgreSQL database (default el_bench_<scale>)")
+    parser.add_argument(
+        "--force", action="store_true", help="start even on a busy machine (figures not valid)"
+    )
     args = parser.parse_args(argv)
     scale = scale_named(args.scale)
-    bench(scale, args.db or database_name(scale))
+    load = wait_for_quiet("dashboard", force=args.force)
+    bench(scale, args.db or database_name(scale), load=load)
     return 0
 
 
