@@ -240,10 +240,13 @@ def _hover(
     left: float,
     right: float,
 ) -> HoverPoint:
-    lines: tuple[tuple[str, float], ...] = ((head, round(len(head) * GLYPH_WIDTH, 1)),)
+    head_width = round(len(head) * GLYPH_WIDTH, 1)
+    lines: tuple[tuple[str, float], ...] = ((head, head_width),)
+    tip_width = head_width + 10
     if rest:
-        lines += ((rest, round(len(rest) * GLYPH_WIDTH, 1)),)
-    tip_width = max(w for _, w in lines) + 10
+        rest_width = round(len(rest) * GLYPH_WIDTH, 1)
+        lines += ((rest, rest_width),)
+        tip_width = max(head_width, rest_width) + 10
     tip_x = min(max(x - tip_width / 2, left), max(right - tip_width, left))
     return HoverPoint(
         round(x, 1),
@@ -582,7 +585,9 @@ def trend_chart(
         return bottom - (min(max(value, y_low), y_high) - y_low) / y_span * (bottom - top)
 
     xs = [x_of(p.at) for p in points]
-    line = " ".join(f"{_fmt(x)},{_fmt(y_of(p.value))}" for x, p in zip(xs, points, strict=True))
+    ys = [y_of(p.value) for p in points]
+    xr, yr = [round(x, 1) for x in xs], [round(y, 1) for y in ys]
+    line = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in zip(xr, yr, strict=True))
     # Bands over consecutive runs with an interval; a lone one is a whisker.
     bands: list[str] = []
     whiskers: list[tuple[float, float, float]] = []
@@ -605,10 +610,7 @@ def trend_chart(
                 )
             )
         run = []
-    dots = tuple(
-        TrendDot(_round(x), _round(y_of(p.value)), p.change)
-        for x, p in zip(xs, points, strict=True)
-    )
+    dots = tuple(TrendDot(x, y, p.change) for x, y, p in zip(xr, yr, points, strict=True))
     step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
     y = tuple(Tick(_round(y_of(t)), _tick_text(t, step, percent)) for t in ticks)
     x = []
@@ -620,8 +622,9 @@ def trend_chart(
     for i, (cx, p) in enumerate(zip(xs, points, strict=True)):
         lo = (xs[i - 1] + cx) / 2 if i > 0 else max(cx - 12, left - 4)
         hi = (xs[i + 1] + cx) / 2 if i + 1 < len(xs) else min(cx + 12, right + 4)
-        dot = Dot(_round(cx), _round(y_of(p.value)), color)
-        hover.append(hover_point(cx, lo, max(hi - lo, 2.0), [dot], p.text, left - 34, right + 10))
+        dot = Dot(xr[i], yr[i], color)
+        head, _sep, rest = p.text.partition(" · ")
+        hover.append(_hover(cx, lo, max(hi - lo, 2.0), (dot,), head, rest, left - 34, right + 10))
     first, last = start.date().isoformat(), end.date().isoformat()
     label = f"{title}: {y_label} at each run from {first} to {last}, {len(points)} runs"
     if points:
