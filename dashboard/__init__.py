@@ -44,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         os.makedirs(app.instance_path, exist_ok=True)
 
     from dashboard import cli, errors, health, metrics, security
+    from dashboard.api import read_route
     from dashboard.api import routes as api
     from dashboard.extensions import csrf, db, login_manager, migrate
     from dashboard.web import admin_rq, auth, delivery, views
@@ -60,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     redis_conn.init_app(app)
     errors.init_app(app)
+    read_route.init_app(app)  # mark-read in front of Flask, behind security's ProxyFix
     security.init_app(app)
     metrics.init_app(app)
     auth.init_app(app)

@@ -26,6 +26,8 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -72,6 +74,12 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RUN_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "(unmatched)"
+# WSGI environ key: when the request reached the app (time.perf_counter()), set by the
+# mark-read route in front of Flask, so that a request it hands to Flask is timed from
+# its arrival there.
+ARRIVED = "engagement_loops.arrived"
+# True while a request is answered outside Flask's request context (serving_request).
+_SERVING: ContextVar[bool] = ContextVar("engagement_loops_serving_request", default=False)
 FINISHED_STATES = (RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.SKIPPED.value)
 ACTIVE_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
 
@@ -127,7 +135,7 @@ class _Listener:
     elsewhere (an RQ worker, a command) a Redis hash that every /metrics reads."""
 
     def signals_recorded(self, kind: str, count: int) -> None:
-        if has_request_context():
+        if _SERVING.get() or has_request_context():
             SIGNALS.labels(kind, "web").inc(count)
             return
         conn = _background_redis()
@@ -171,17 +179,32 @@ def _route() -> str:
 
 
 def _start_timer() -> None:
-    g._metrics_started = time.perf_counter()
+    g._metrics_started = request.environ.get(ARRIVED) or time.perf_counter()
 
 
 def _count_response(response: Response) -> Response:
-    started = g.pop("_metrics_started", None)
-    method = request.method if request.method in METHODS else "other"
-    route = _route()
-    HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+    count_request(request.method, _route(), response.status_code, g.pop("_metrics_started", None))
+    return response
+
+
+def count_request(method: str, route: str, status: int, started: float | None) -> None:
+    """One answered request, by method, route template and status; timed from ``started``
+    (``time.perf_counter()``) when known."""
+    method = method if method in METHODS else "other"
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
     if started is not None:
         HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
-    return response
+
+
+@contextmanager
+def serving_request() -> Iterator[None]:
+    """For code that answers a request outside Flask's request context (the mark-read
+    WSGI route in front of Flask): what is recorded meanwhile counts as the web's."""
+    token = _SERVING.set(True)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)
 
 
 # --- scrape-time figures ------------------------------------------------------

@@ -155,17 +155,32 @@ def _refuse_nul_characters() -> None:
         raise BadRequest("NUL characters are not accepted in parameters.")
 
 
+_DEFAULT_HEADERS = tuple(SECURITY_HEADERS.items())
+# Only on HTTPS answers: over plain HTTP the header is ignored, and a wrong one would
+# lock browsers out of a site that has no certificate.
+_HTTPS_DEFAULT_HEADERS = (
+    *_DEFAULT_HEADERS,
+    ("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY),
+)
+
+
+def content_security_policy(path: str) -> str:
+    """The CSP of every response to ``path`` (it replaces any a view set)."""
+    if path.startswith(RELAXED_CSP_PREFIXES):
+        return RELAXED_CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY
+
+
+def default_headers(secure: bool) -> tuple[tuple[str, str], ...]:
+    """The other security headers of every response, in order, unless a view set its own;
+    ``secure``: the request came over HTTPS."""
+    return _HTTPS_DEFAULT_HEADERS if secure else _DEFAULT_HEADERS
+
+
 def _add_headers(response: Response) -> Response:
-    relaxed = request.path.startswith(RELAXED_CSP_PREFIXES)
-    response.headers["Content-Security-Policy"] = (
-        RELAXED_CONTENT_SECURITY_POLICY if relaxed else CONTENT_SECURITY_POLICY
-    )
-    for name, value in SECURITY_HEADERS.items():
+    response.headers["Content-Security-Policy"] = content_security_policy(request.path)
+    for name, value in default_headers(request.is_secure):
         response.headers.setdefault(name, value)
-    if request.is_secure:
-        # Only on HTTPS answers: over plain HTTP the header is ignored, and a wrong one
-        # would lock browsers out of a site that has no certificate.
-        response.headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT_SECURITY)
     return response
 
 

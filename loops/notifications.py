@@ -6,8 +6,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from flask import Flask
 from sqlalchemy import BigInteger, Integer, bindparam, func, select, update
 
 from loops import read_fastpath, tokens
@@ -156,6 +157,40 @@ def mark_read(
     return None if again is None else ReadResult(again, first_read=False)
 
 
+class FastRead(NamedTuple):
+    """What the fast path settled: who the token speaks for and the read, as in
+    ``read_with_token``; ``settled`` False leaves the read to the general path."""
+
+    principal: tokens.Principal | None
+    result: ReadResult | None
+    settled: bool
+
+
+def fast_read(
+    secret: str,
+    notification_id: int | None,
+    *,
+    now: datetime,
+    loops_enabled: bool,
+    app: Flask | None = None,
+) -> FastRead:
+    """Mark-read on the PostgreSQL fast path (``read_fastpath``), as far as it goes.
+
+    Unsettled: the notification is unread but this was not its first read — read
+    again after a mark-unread, or a concurrent first read committed meanwhile — which
+    only the general path (``mark_read``) answers. ``app``: whose pool (default: the
+    current app's).
+    """
+    principal, row = read_fastpath.authenticate_and_read(
+        secret, notification_id, now=now, loops_enabled=loops_enabled, app=app
+    )
+    if principal is None or notification_id is None or row is None:
+        return FastRead(principal, None, settled=True)
+    if row.first or row.read_at is not None:
+        return FastRead(principal, ReadResult(row, first_read=bool(row.first)), settled=True)
+    return FastRead(principal, None, settled=False)
+
+
 def read_with_token(
     secret: str,
     notification_id: int | None,
@@ -171,22 +206,18 @@ def read_with_token(
     is None (not a valid id) or names no notification of theirs.
 
     The path is chosen here: on PostgreSQL the two-statement fast path
-    (``read_fastpath``), elsewhere the general one (token lookup, then
-    ``mark_read``). Both give the same answers and write the same signal rows;
-    ``fast_path`` forces one (tests compare them).
+    (``fast_read``), elsewhere the general one (token lookup, then ``mark_read``).
+    Both give the same answers and write the same signal rows; ``fast_path`` forces
+    one (tests compare them).
     """
     if fast_path is None:
         fast_path = read_fastpath.available()
     if fast_path:
-        principal, row = read_fastpath.authenticate_and_read(
-            secret, notification_id, now=now, loops_enabled=loops_enabled
-        )
-        if principal is None or notification_id is None or row is None:
-            return principal, None
-        if row.first or row.read_at is not None:
-            return principal, ReadResult(row, first_read=bool(row.first))
-        # Unread but not a first read: read again after a mark-unread (or a concurrent
-        # first read of this row committed meanwhile). The general path settles it.
+        fast = fast_read(secret, notification_id, now=now, loops_enabled=loops_enabled)
+        if fast.settled:
+            return fast.principal, fast.result
+        principal = fast.principal
+        assert principal is not None and notification_id is not None  # settled otherwise
     else:
         user = tokens.authenticate(secret, now)
         if user is None:

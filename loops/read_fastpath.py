@@ -112,20 +112,20 @@ def init_app(app: Flask, main_engine: Engine) -> None:
     event.listen(main_engine, "engine_disposed", dispose)
 
 
-def available() -> bool:
-    return EXTENSION_KEY in current_app.extensions
+def available(app: Flask | None = None) -> bool:
+    """Whether ``app`` (default: the current app) has the fast path: PostgreSQL apps do."""
+    return EXTENSION_KEY in (app or current_app).extensions
 
 
-def _engine() -> Engine:
-    engine: Engine | None = current_app.extensions.get(EXTENSION_KEY)
+def _engine(app: Flask | None = None) -> Engine:
+    app = app or current_app
+    engine: Engine | None = app.extensions.get(EXTENSION_KEY)
     if engine is None:
-        options = engine_options(
-            str(current_app.config["SQLALCHEMY_DATABASE_URI"]), dict(current_app.config)
-        )
+        options = engine_options(str(app.config["SQLALCHEMY_DATABASE_URI"]), dict(app.config))
         options["pool_pre_ping"] = False
         options["isolation_level"] = "AUTOCOMMIT"
-        engine = create_engine(current_app.config["SQLALCHEMY_DATABASE_URI"], **options)
-        current_app.extensions[EXTENSION_KEY] = engine
+        engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
+        app.extensions[EXTENSION_KEY] = engine
     return engine
 
 
@@ -175,6 +175,9 @@ def _authenticate(engine: Engine, params: dict[str, Any]) -> tuple[PoolProxiedCo
             conn.close()
             if attempt == 2 or not error.connection_invalidated:
                 raise error from exc
+        except BaseException:
+            conn.close()  # back to the pool, not left to the garbage collector
+            raise
     raise AssertionError("unreachable")
 
 
@@ -191,9 +194,17 @@ class ReadRow(NamedTuple):
 
 
 def authenticate_and_read(
-    secret: str, notification_id: int | None, *, now: datetime, loops_enabled: bool
+    secret: str,
+    notification_id: int | None,
+    *,
+    now: datetime,
+    loops_enabled: bool,
+    app: Flask | None = None,
 ) -> tuple[Principal | None, ReadRow | None]:
     """The token's principal (None: unknown or revoked) and, if valid, the read's row.
+
+    ``app``: whose pool to use (default: the current app's; the mark-read WSGI route
+    in front of Flask runs outside any app context).
 
     ``notification_id`` None (not a valid id) authenticates only. A None row for a
     valid principal means the notification is not theirs. The row carries ``first``
@@ -205,7 +216,7 @@ def authenticate_and_read(
         return None, None
     digest = hash_token(secret)
     auth_params = {"digest": digest, "now": now, "stale": now - LAST_USED_RESOLUTION}
-    conn, found = _authenticate(_engine(), auth_params)
+    conn, found = _authenticate(_engine(app), auth_params)
     try:
         if found is None or not grants_access(found, digest):
             return None, None

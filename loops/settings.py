@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     HEALTHZ_DB_TIMEOUT_S: PositiveSeconds = 3.0
 
     MAX_CONTENT_LENGTH: int = Field(default=1024 * 1024, ge=1)
+    # PostgreSQL: plain mark-read requests answered by a WSGI route in front of Flask.
+    MARK_READ_FAST_ROUTE: Bool = True
     SESSION_COOKIE_SECURE: Bool = False
     METRICS_TOKEN: str | None = None
     TRUSTED_PROXY_COUNT: int = Field(default=0, ge=0)

@@ -43,6 +43,7 @@ BAD_VALUES = {
     "HEALTHZ_DB_TIMEOUT_S": ("3s", "must be a number"),
     "MAX_CONTENT_LENGTH": ("1MB", "must be a whole number"),
     "SESSION_COOKIE_SECURE": ("maybe", "must be one of true/false/1/0/yes/no/on/off"),
+    "MARK_READ_FAST_ROUTE": ("sometimes", "must be one of true/false/1/0/yes/no/on/off"),
     "TRUSTED_PROXY_COUNT": ("one", "must be a whole number, got 'one'"),
     "LOG_LEVEL": ("loud", "must be one of 'DEBUG', 'INFO'"),
     "LOG_FORMAT": ("xml", "must be one of 'text' or 'json', got 'xml'"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,42 +11,19 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dashboard.api import routes
-from loops import read_fastpath, tokens
+from loops import read_fastpath
 from loops.database import db
 from loops.models import ApiToken, LoopSignal, Notification
+from tests.test_read_route import START, Clock, build_world, pinned_clock
 
 pytestmark = pytest.mark.postgres_only
-
-START = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """The API's "now", moved by the test: both replays see the same instants."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def replay(app: Flask, client: FlaskClient, make: Any, clock: Clock) -> dict[str, Any]:
     """Build the same rows, run the same requests; what each answered and what was written."""
     clock.now = START
-    older, newer = make.org("older"), make.org("newer")
-    reader = make.user("reader@example.com", password=None)
-    make.member(reader, newer, joined_at=START - timedelta(days=10))
-    make.member(reader, older, joined_at=START - timedelta(days=400))  # the primary org
-    other = make.user("other@example.com", password=None)
-    make.member(other, newer, joined_at=START - timedelta(days=3))
-    loner = make.user("loner@example.com", password=None)  # no membership
-    first, quiet = (make.notification(reader, f, created_at=START) for f in ("mention", "digest"))
-    theirs = make.notification(other, "mention", created_at=START)
-    lonely = make.notification(loner, "mention", created_at=START)
-    revoked_row, revoked = tokens.create_token(reader, name="old")
-    tokens.revoke(revoked_row.id, now=START)
-    secrets = {u.email: make.token(u) for u in (reader, other, loner)}
+    world = build_world(make)
+    first, quiet, theirs, lonely = (world[k] for k in ("mine", "quiet", "theirs", "lonely"))
 
     answers: list[tuple[str, int, Any]] = []
 
@@ -56,23 +33,23 @@ def replay(app: Flask, client: FlaskClient, make: Any, clock: Clock) -> dict[str
         response = client.open(f"/api/v1/notifications/{path}", method=method, headers=headers)
         answers.append((step, response.status_code, response.get_json()))
 
-    me = secrets[reader.email]
-    call("first read", "POST", me, f"{first.id}/read")
-    call("repeat", "POST", me, f"{first.id}/read")
-    call("unread", "DELETE", me, f"{first.id}/read")
-    call("after unread", "POST", me, f"{first.id}/read")
-    call("another user's id", "POST", me, f"{theirs.id}/read")
+    me = world["reader"]
+    call("first read", "POST", me, f"{first}/read")
+    call("repeat", "POST", me, f"{first}/read")
+    call("unread", "DELETE", me, f"{first}/read")
+    call("after unread", "POST", me, f"{first}/read")
+    call("another user's id", "POST", me, f"{theirs}/read")
     call("not an id", "POST", me, "abc/read")
     call("unknown id", "POST", me, "987654/read")
-    call("no token", "POST", None, f"{quiet.id}/read")
-    call("unknown token", "POST", "elp_nope", f"{quiet.id}/read")
-    call("revoked token", "POST", revoked, f"{quiet.id}/read")
+    call("no token", "POST", None, f"{quiet}/read")
+    call("unknown token", "POST", "elp_nope", f"{quiet}/read")
+    call("revoked token", "POST", world["revoked"], f"{quiet}/read")
     call("unknown token, bad id", "POST", "elp_nope", "abc/read")
-    call("no membership", "POST", secrets[loner.email], f"{lonely.id}/read")
+    call("no membership", "POST", world["loner"], f"{lonely}/read")
     app.config["LOOPS_ENABLED"] = "false"
-    call("loops off", "POST", me, f"{quiet.id}/read")
+    call("loops off", "POST", me, f"{quiet}/read")
     app.config["LOOPS_ENABLED"] = "true"
-    call("their own", "POST", secrets[other.email], f"{theirs.id}/read")
+    call("their own", "POST", world["other"], f"{theirs}/read")
 
     db.session.rollback()
     signals = db.session.execute(sa.select(LoopSignal.__table__).order_by(LoopSignal.id)).all()
@@ -89,15 +66,13 @@ def replay(app: Flask, client: FlaskClient, make: Any, clock: Clock) -> dict[str
         "signals": signals,
         "reads": reads,
         "tokens_used": used,
-        "ids": {"older": older.id, "newer": newer.id, "first": first.id, "theirs": theirs.id},
+        "ids": {"older": world["older"], "newer": world["newer"], "first": first, "theirs": theirs},
     }
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(routes, "utcnow", clock)
-    return clock
+    return pinned_clock(monkeypatch)
 
 
 def test_fast_and_general_paths_answer_and_write_the_same(
@@ -113,6 +88,7 @@ def test_fast_and_general_paths_answer_and_write_the_same(
     empty_database()
     # The general path is what runs wherever the fast path is not available (SQLite).
     monkeypatch.setattr(read_fastpath, "available", lambda: False)
+    app.config["MARK_READ_FAST_ROUTE"] = False  # the WSGI route in front of Flask too
     general = replay(app, client, make, clock)
 
     for (step, *fast_answer), (_, *general_answer) in zip(

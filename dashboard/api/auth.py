@@ -16,7 +16,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def bearer_secret() -> str | None:
-    header = request.headers.get("Authorization", "")
+    return bearer_secret_of(request.headers.get("Authorization", ""))
+
+
+def bearer_secret_of(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header's value; None if there is none."""
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return None

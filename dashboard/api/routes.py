@@ -29,12 +29,24 @@ MAX_ID = 2**63 - 1
 MAX_USER_ID = 2**31 - 1  # users.id is a 32-bit integer; a larger id names no user
 
 
+# Set in the WSGI environ by the mark-read route in front of Flask (read_route) when
+# its attempt failed: read_one raises it again, so that Flask answers it (503 when the
+# database is down, 500 otherwise), logs and counts it as its own.
+FAILED_FAST_READ = "engagement_loops.failed_fast_read"
+
+
+def parse_notification_id(raw: str) -> int | None:
+    """The id a path names; None when it is not a positive 64-bit integer (no notification)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 0 < value <= MAX_ID else None
+
+
 def _notification_id(raw: str) -> int:
     """Path ids that are not a positive 64-bit integer name no notification: 404."""
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
-        raise ApiError(404, "Not found.")
-    value = int(raw)
-    if not 0 < value <= MAX_ID:
+    value = parse_notification_id(raw)
+    if value is None:
         raise ApiError(404, "Not found.")
     return value
 
@@ -76,25 +88,27 @@ bp.add_url_rule("/docs", view_func=docs.api_docs)  # Swagger UI over openapi.jso
 
 @bp.post("/notifications/<raw_id>/read")
 def read_one(raw_id: str) -> ResponseReturnValue:
+    failed = request.environ.get(FAILED_FAST_READ)
+    if failed is not None:
+        raise failed
     secret = bearer_secret()
     if secret is None:
         raise ApiError(401, "Missing bearer token.")
-    try:
-        notification_id: int | None = _notification_id(raw_id)
-    except ApiError:
-        notification_id = None  # a 404, but only once the token is known to be good
+    # A bad id is a 404, but only once the token is known to be good.
+    notification_id = parse_notification_id(raw_id)
     principal, result = notifications.read_with_token(
         secret, notification_id, now=utcnow(), loops_enabled=loops_on()
     )
     if principal is None:
         raise ApiError(401, "Invalid or revoked token.")
-    return _read_response(result)
-
-
-def _read_response(result: notifications.ReadResult | None) -> ResponseReturnValue:
     if result is None:
         raise ApiError(404, "Not found.")
-    return jsonify(notifications.serialize(result.notification) | {"first_read": result.first_read})
+    return jsonify(read_body(result))
+
+
+def read_body(result: notifications.ReadResult) -> dict[str, Any]:
+    """What mark-read answers (200): the notification, and whether this was its first read."""
+    return notifications.serialize(result.notification) | {"first_read": result.first_read}
 
 
 @bp.delete("/notifications/<raw_id>/read")
