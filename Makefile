@@ -28,13 +28,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# PYTEST_WORKERS=n: n pytest-xdist workers, a test module each at a time; TEST_REDIS_URL and
+# RELIABILITY_REDIS_URL must then list one Redis URL a worker (README, "Tests").
+XDIST = $(if $(PYTEST_WORKERS),-n $(PYTEST_WORKERS) --dist loadfile)
+
 pytest: $(STAMP) ## the test suite only, on DATABASE_URL's PostgreSQL server or SQLite when unset
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test: lint pytest ## lint, type-check and the whole test suite
 
 test-sqlite: $(STAMP) ## the suite on SQLite, whatever DATABASE_URL says
-	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL $(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 browser: $(STAMP) ## only the browser tests (real Chromium); screenshots in test-artifacts/screenshots/
 	$(BIN)/pytest -m browser $(PYTEST_ARGS)

@@ -3,7 +3,8 @@
 Backend: ``DATABASE_URL`` (a PostgreSQL server URL; the suite creates and drops its
 own database on it) or SQLite in a temporary folder when unset.
 Redis: ``TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/13``); the suite owns
-that db index and flushes it between tests — never point it at a shared one.
+that db index and flushes it between tests — never point it at a shared one. Under
+pytest-xdist it lists one URL a worker (tests/support/procs.py).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from loops.models import (
 from loops.timeutil import utcnow
 from loops.tokens import create_token
 from tests.support.dashboard import TEST_PASSWORD
+from tests.support.procs import WORKER_REDIS_URLS
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_REDIS_URL = WORKER_REDIS_URLS["TEST_REDIS_URL"]
 # A developer's .env (written by `make run`) must not leak into the tests: neither the
 # apps built here nor the `flask`/gunicorn processes they start read it (Flask's switch).
 os.environ["FLASK_SKIP_DOTENV"] = "1"
@@ -48,8 +50,46 @@ def _server_url() -> str | None:
     return url if url.startswith(("postgres", "postgresql")) else None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Without xdist workers, a list of Redis URLs means its first (tests/support/procs.py)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None):
+        return
+    for variable, url in WORKER_REDIS_URLS.items():
+        if variable in os.environ:
+            os.environ[variable] = url
+
+
+# Modules whose assertions cannot depend on the database backend: no database at all
+# (pure functions, settings, log lines), or the backend is a bystander to what is checked
+# (what Chromium renders, gunicorn's processes and proxy headers, metrics, secrets in logs,
+# a dead Redis). They get the marker any_backend, and CI's SQLite pass leaves them out
+# (-m "not any_backend"): they run on PostgreSQL only. Everything else runs on both.
+# A new module joins by marking itself (pytestmark = pytest.mark.any_backend) or here.
+ANY_BACKEND = (
+    "browser/",
+    "reliability/test_xss_browser.py",
+    "reliability/test_secrets.py",
+    "reliability/test_redis_down.py",
+    "test_bench_smoke.py",  # the benchmarks need PostgreSQL: it skips itself on SQLite
+    "test_charts.py",
+    "test_config.py",
+    "test_logs.py",
+    "test_metrics.py",
+    "test_policy_rules.py",
+    "test_proxy.py",
+    "test_significance.py",
+    "test_stats.py",
+    "test_trend_charts.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked postgres_only run in the PostgreSQL pass of the suite only."""
+    """Tests marked postgres_only run in the PostgreSQL pass of the suite only; the modules
+    of ANY_BACKEND are marked any_backend."""
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).as_posix().startswith(ANY_BACKEND):
+            item.add_marker(pytest.mark.any_backend)
     if _server_url() is not None:
         return
     skip = pytest.mark.skip(reason="PostgreSQL pass only (set DATABASE_URL)")
@@ -75,6 +115,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # A throwaway database need not wait for the disk at every commit (~3 ms each,
+        # thousands of commits); a crash loses nothing a test could still need.
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
     url = base.set(database=name).render_as_string(hide_password=False)
     try:
         _migrate(url)
@@ -99,15 +142,50 @@ def is_postgres(app: Flask) -> bool:
 
 
 def _truncate_all(app: Flask) -> None:
+    """Empty every table, ids restarting at 1 (what TRUNCATE ... RESTART IDENTITY does)."""
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
         if is_postgres(app):
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            _empty_postgres(conn, tables)
         else:
             for name in tables:
                 conn.execute(sa.text(f"DELETE FROM {name}"))
             if _has_sqlite_sequence(conn):
                 conn.execute(sa.text("DELETE FROM sqlite_sequence"))
+
+
+MANY_ROWS = 5000  # from here on TRUNCATE (a new file) is cheaper than DELETE (every row)
+
+
+def _empty_postgres(conn: sa.Connection, tables: list[str]) -> None:
+    """DELETE from the tables that have a few rows, TRUNCATE those with many, and restart
+    the sequences that moved.
+
+    TRUNCATE gives every table (and partition, and index) a new file: ~0.3 s per test, a
+    few minutes over the suite, while most tests leave rows in a handful of small tables.
+    ``tables`` is in dependency order (children first), so no foreign key is in the way.
+    """
+    probe = " UNION ALL ".join(
+        f"SELECT {i}, (SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {MANY_ROWS}) AS r)"
+        for i, name in enumerate(tables)
+    )
+    for i, rows in sorted(conn.execute(sa.text(probe)).tuples()):
+        if rows >= MANY_ROWS:
+            conn.execute(sa.text(f"TRUNCATE {tables[i]} CASCADE"))
+        elif rows:
+            conn.execute(sa.text(f"DELETE FROM {tables[i]}"))
+    moved = conn.execute(
+        sa.text(
+            "SELECT format('%I.%I', s.schemaname, s.sequencename) FROM pg_sequences s"
+            " JOIN pg_depend d ON d.objid = format('%I.%I', s.schemaname, s.sequencename)"
+            "::regclass AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')"
+            " JOIN pg_class t ON t.oid = d.refobjid"
+            " WHERE s.last_value IS NOT NULL AND t.relname = ANY(:tables)"
+        ),
+        {"tables": tables},
+    ).scalars()
+    for sequence in moved:
+        conn.execute(sa.text(f"ALTER SEQUENCE {sequence} RESTART"))
 
 
 def _has_sqlite_sequence(conn: sa.Connection) -> bool:

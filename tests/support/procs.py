@@ -20,7 +20,50 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-RELIABILITY_REDIS_URL = os.environ.get("RELIABILITY_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+# The suite's Redis dbs: each variable names one URL, or (pytest-xdist, `make test
+# PYTEST_WORKERS=n`) a comma-separated list with one URL a worker, gw0 taking the first.
+# A worker may use the same db for the suite and the reliability tests (it runs one test
+# at a time), never a db another worker uses.
+REDIS_DEFAULTS = {
+    "TEST_REDIS_URL": "redis://127.0.0.1:6379/13",
+    "RELIABILITY_REDIS_URL": "redis://127.0.0.1:6379/9",
+    # Only tests/test_bench_smoke.py uses it, and a module runs on one worker (--dist
+    # loadfile): one URL may serve every worker.
+    "TEST_SCALE_REDIS_URL": "redis://127.0.0.1:6379/11",
+}
+
+
+def _worker_redis_urls() -> dict[str, str]:
+    """This process's URL of each variable; in an xdist worker also written to the
+    environment, for the modules and the processes that read it there."""
+    given = {
+        variable: [url.strip() for url in (os.environ.get(variable) or default).split(",")]
+        for variable, default in REDIS_DEFAULTS.items()
+    }
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...: set before conftest
+    # A process a worker started (bench, flask) inherits the worker's own URLs.
+    if worker is None or os.environ.get("TESTS_REDIS_OF_WORKER") == worker:
+        return {variable: urls[0] for variable, urls in given.items()}
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    owner: dict[str, int] = {}
+    for variable in ("TEST_REDIS_URL", "RELIABILITY_REDIS_URL"):
+        if len(given[variable]) < count:
+            raise RuntimeError(
+                f"{variable} lists {len(given[variable])} Redis URL(s) for {count} pytest-xdist"
+                " workers: give one a worker, comma-separated"
+            )
+        for index, url in enumerate(given[variable][:count]):
+            if owner.setdefault(url, index) != index:
+                raise RuntimeError(f"{url} is given to two pytest-xdist workers ({variable})")
+    index = int(worker.removeprefix("gw"))
+    mine = {variable: urls[min(index, len(urls) - 1)] for variable, urls in given.items()}
+    os.environ.update(mine, TESTS_REDIS_OF_WORKER=worker)
+    return mine
+
+
+WORKER_REDIS_URLS = _worker_redis_urls()
+RELIABILITY_REDIS_URL = WORKER_REDIS_URLS["RELIABILITY_REDIS_URL"]
 
 
 def free_port() -> int:
