@@ -169,7 +169,7 @@ def _empty_postgres(conn: sa.Connection, tables: list[str]) -> None:
         f"SELECT {i}, (SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {MANY_ROWS}) AS r)"
         for i, name in enumerate(tables)
     )
-    for i, rows in sorted(conn.execute(sa.text(probe)).tuples()):
+    for i, rows in sorted(tuple(row) for row in conn.execute(sa.text(probe))):
         if rows >= MANY_ROWS:
             conn.execute(sa.text(f"TRUNCATE {tables[i]} CASCADE"))
         elif rows:
