@@ -83,6 +83,19 @@ class AppWorker(SimpleWorker):
         with self.app.app_context():
             return super().perform_job(job, queue, execution)
 
+    def unsubscribe(self) -> None:
+        """Stop listening for commands without waiting out the listener's poll.
+
+        RQ's listener thread polls every 60 s, and once unsubscribed it sleeps a whole
+        poll; RQ's ``unsubscribe`` joins it with no timeout, so a SIGTERM soon after
+        start-up could keep the worker alive for a minute (a process manager then kills
+        it). The thread is a daemon: a short join is enough.
+        """
+        if self.pubsub_thread:
+            self.log.info("Worker %s: unsubscribing from commands", self.name)
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop(timeout=1)
+
     def work(self, *args: Any, **kwargs: Any) -> bool:
         sweeper = None
         if self.sweep_interval_s:
