@@ -23,7 +23,9 @@ for a quiet machine before it starts (``bench.common.wait_for_quiet``; ``--force
 Latency is open-loop: h2load sends repeat reads at a fixed rate, half the two-statement
 baseline's median repeat-read throughput, one request per new connection, so a slow answer
 never delays the next request (wrk's closed loop would). h2load sends one header set to
-every request, so this phase reads one notification of one bench user over and over.
+every request, so this phase reads one notification of one bench user over and over,
+and POSTs the body ``{}`` (it sends no POST without a body): the product answers it as a
+request without one, on the same path.
 """
 
 from __future__ import annotations

@@ -139,6 +139,10 @@ def _buffer_chunked_body(limit: int) -> None:
     environ.pop("HTTP_TRANSFER_ENCODING", None)
 
 
+# Bodies whose values are parameters: the NUL rule looks into them.
+FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def _refuse_nul_characters() -> None:
     """NUL in a query or form value is never meaningful, and PostgreSQL text refuses it.
 
@@ -149,7 +153,7 @@ def _refuse_nul_characters() -> None:
     if "\x00" in request.path:
         raise NotFound()
     values = [*request.args.values()]
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if request.mimetype in FORM_MIMETYPES:
         values.extend(request.form.values())
     if any("\x00" in value for value in values):
         raise BadRequest("NUL characters are not accepted in parameters.")

@@ -83,8 +83,22 @@ CASES = [
     Case("unknown token", auth="Bearer elp_nope"),
     Case("revoked token", auth="Bearer {revoked}"),
     Case("unknown token, bad id", auth="Bearer elp_nope", path="abc/read"),
-    Case("a JSON body", options={"json": {"read": True}}),
+    Case("a JSON body", options={"json": {"read": True}}, routed=True),
+    Case("an empty JSON object, as fetch wrappers send", options={"json": {}}, routed=True),
+    Case("a text body", options={"data": b"read", "content_type": "text/plain"}, routed=True),
+    Case("a body without a content type", options={"data": b"{}"}, routed=True),
     Case("a form body", options={"data": {"read": "yes"}}),
+    Case(
+        "a form body with NUL",
+        options={"data": b"read=%00", "content_type": "application/x-www-form-urlencoded"},
+    ),
+    Case(
+        "a multipart body",
+        options={
+            "data": b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n',
+            "content_type": "multipart/form-data; boundary=x",
+        },
+    ),
     Case("a body over MAX_CONTENT_LENGTH", options={"data": b"x" * (1024 * 1024 + 1)}),
     Case("a query string", options={"query_string": "source=app"}),
     Case("NUL in the query string", options={"query_string": "source=%00"}),

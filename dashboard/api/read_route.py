@@ -6,7 +6,8 @@ and the Response object cost more CPU than the fast path's two statements
 (``loops.read_fastpath``) themselves (``bench.markread_cpu``). This WSGI route sits
 inside the app's middleware (ProxyFix: the scheme and client address it sees are the
 trusted ones) and answers the plain requests whose read succeeds — POST to the route's
-own path with a valid id, a bearer token, no body, no query string, no cookie — with
+own path with a valid id, a bearer token, no body Flask would look at (none, or one
+within the size limit that is not a form), no query string, no cookie — with
 what Flask would send: the body of ``routes.read_body`` from Flask's JSON provider, the
 headers of ``dashboard.security`` (HSTS over HTTPS), the request counted by
 ``dashboard.metrics`` under the route's template, and its ENGAGE signals as the web's.
@@ -107,11 +108,12 @@ class ReadRoute:
             environ.get("REQUEST_METHOD") != "POST"
             or environ.get("QUERY_STRING")
             or environ.get("HTTP_COOKIE")
-            or environ.get("CONTENT_LENGTH") not in (None, "", "0")
             or "HTTP_TRANSFER_ENCODING" in environ
         ):
             return None
         config = self.app.config
+        if not self.ignored_body(environ.get("CONTENT_LENGTH"), environ.get("CONTENT_TYPE")):
+            return None
         # Host checks (SERVER_NAME, TRUSTED_HOSTS) are Flask's routing's.
         if not config[SETTING] or config.get("SERVER_NAME") or config.get("TRUSTED_HOSTS"):
             return None
@@ -126,6 +128,24 @@ class ReadRoute:
         if notification_id is None or secret is None:
             return None
         return notification_id, secret
+
+    def ignored_body(self, length: str | None, content_type: str | None) -> bool:
+        """Whether Flask would answer as if the request had no body.
+
+        Flask's view never reads it; its hooks refuse one only past MAX_CONTENT_LENGTH
+        (413) or, for form bodies, with a NUL in a value (400). So a declared length
+        within the limit that is not a form is ignored, as clients sending ``{}`` with
+        every POST (fetch wrappers, h2load) need; anything else is Flask's to answer.
+        """
+        if not length or length == "0":
+            return True
+        if not length.isascii() or not length.isdigit():
+            return False
+        limit = self.app.config.get("MAX_CONTENT_LENGTH")
+        if limit and int(length) > limit:
+            return False
+        mimetype = (content_type or "").partition(";")[0].strip().lower()
+        return mimetype not in security.FORM_MIMETYPES
 
 
 def init_app(app: Flask) -> None:
