@@ -9,8 +9,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
     Date,
+    Select,
     String,
     and_,
     bindparam,
@@ -62,21 +62,36 @@ def _until(until: date | None) -> date:
     return until or date.max
 
 
+def _recount_statement(since: date, until: date | None) -> Select[Any]:
+    """(org_id, kind, feature, day, n): the signals of the tenants bound as ``orgs`` per
+    UTC day in [since, until], counted from loop_signals."""
+    s = LoopSignal
+    bounds = [s.created_at >= day_start(since)]
+    if until is not None:
+        bounds.append(s.created_at < day_start(until + timedelta(days=1)))
+    day = _day_of(s.created_at)
+    return (
+        select(s.org_id, s.kind, s.feature, day.label("day"), func.count().label("n"))
+        .where(s.org_id.in_(bindparam("orgs", expanding=True)), *bounds)
+        .group_by(s.org_id, s.kind, s.feature, day)
+    )
+
+
+def _stored_statement(since: date, until: date | None, day: Any = None) -> Select[Any]:
+    """(org_id, kind, feature, day, count): the rows of loop_signal_daily of the tenants
+    bound as ``orgs`` in [since, until]; ``day``: the day column as read (default as is)."""
+    t = SignalDailyCount
+    return select(
+        t.org_id, t.kind, t.feature, (t.day if day is None else day).label("day"), t.count
+    ).where(t.org_id.in_(bindparam("orgs", expanding=True)), t.day >= since, t.day <= _until(until))
+
+
 def recount(org_ids: Sequence[int], since: date, until: date | None = None) -> dict[int, Counts]:
     """Count the tenants' signals per UTC day in [since, until], from loop_signals. One query."""
     out: dict[int, Counts] = {org_id: {} for org_id in org_ids}
     if not org_ids:
         return out
-    day = _day_of(LoopSignal.created_at)
-    bounds = [LoopSignal.created_at >= day_start(since)]
-    if until is not None:
-        bounds.append(LoopSignal.created_at < day_start(until + timedelta(days=1)))
-    rows = db.session.execute(
-        select(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day, func.count())
-        .where(LoopSignal.org_id.in_(bindparam("orgs", expanding=True)), *bounds)
-        .group_by(LoopSignal.org_id, LoopSignal.kind, LoopSignal.feature, day),
-        {"orgs": list(org_ids)},
-    )
+    rows = db.session.execute(_recount_statement(since, until), {"orgs": list(org_ids)})
     for org_id, kind, feature, day_value, count in rows:
         out[int(org_id)][(str(kind), str(feature), _as_date(day_value))] = int(count)
     return out
@@ -87,18 +102,10 @@ def stored(org_ids: Sequence[int], since: date, until: date | None = None) -> di
     out: dict[int, Counts] = {org_id: {} for org_id in org_ids}
     if not org_ids:
         return out
-    t = SignalDailyCount
     # On SQLite the day comes back as its ISO text (parsed by _as_date): SQLAlchemy's
     # SQLite DATE parsing costs more than the query for a month of rows.
-    day: Any = type_coerce(t.day, String) if _dialect() == "sqlite" else t.day
-    rows = db.session.execute(
-        select(t.org_id, t.kind, t.feature, day, t.count).where(
-            t.org_id.in_(bindparam("orgs", expanding=True)),
-            t.day >= since,
-            t.day <= _until(until),
-        ),
-        {"orgs": list(org_ids)},
-    )
+    day: Any = type_coerce(SignalDailyCount.day, String) if _dialect() == "sqlite" else None
+    rows = db.session.execute(_stored_statement(since, until, day), {"orgs": list(org_ids)})
     for org_id, kind, feature, day_value, count in rows:
         out[int(org_id)][(str(kind), str(feature), _as_date(day_value))] = int(count)
     return out
@@ -126,7 +133,7 @@ def complete_from() -> date | None:
     return None if cutoff is None else cutoff.date()
 
 
-def _differences(org_ids: Sequence[int], since: date, until: date | None) -> Any:
+def _differences(since: date, until: date | None) -> Select[Any]:
     """PostgreSQL: the tenants' days in [since, until] whose recount differs from the stored row.
 
     One statement: the recount of loop_signals (as ``recount``) full-joined with the
@@ -135,23 +142,8 @@ def _differences(org_ids: Sequence[int], since: date, until: date | None) -> Any
     an unchanged month is two index reads and a hash join in the database, not two
     result sets of every day to compare in Python. Both sides read one snapshot.
     """
-    s, t = LoopSignal, SignalDailyCount
-    orgs: BindParameter[int] = bindparam("orgs", expanding=True)
-    bounds = [s.created_at >= day_start(since)]
-    if until is not None:
-        bounds.append(s.created_at < day_start(until + timedelta(days=1)))
-    day = _day_of(s.created_at)
-    fresh = (
-        select(s.org_id, s.kind, s.feature, day.label("day"), func.count().label("n"))
-        .where(s.org_id.in_(orgs), *bounds)
-        .group_by(s.org_id, s.kind, s.feature, day)
-        .subquery("fresh")
-    )
-    kept = (
-        select(t.org_id, t.kind, t.feature, t.day, t.count)
-        .where(t.org_id.in_(orgs), t.day >= since, t.day <= _until(until))
-        .subquery("kept")
-    )
+    fresh = _recount_statement(since, until).subquery("fresh")
+    kept = _stored_statement(since, until).subquery("kept")
     same_row = and_(
         fresh.c.org_id == kept.c.org_id,
         fresh.c.kind == kept.c.kind,
@@ -212,7 +204,7 @@ def pending(since: Mapping[int, date], until: date | None = None) -> dict[int, C
         if _dialect() == "sqlite":
             found.extend(_differences_compared(org_ids, start, until))
         else:
-            found.extend(db.session.execute(_differences(org_ids, start, until), {"orgs": org_ids}))
+            found.extend(db.session.execute(_differences(start, until), {"orgs": org_ids}))
     # Read again after the recount: a prune that began meanwhile recorded its cutoff
     # before removing a row, so a recount that saw rows missing sees that cutoff here.
     floor = max(floor, complete_from() or date.min)
