@@ -13,9 +13,17 @@ from sqlalchemy import delete, func, select, update
 
 from jobs import constants, settings
 from jobs.exceptions import QueueUnavailable
+from jobs.job_plan import plan_jobs
 from jobs.queue import get_queue
 from loops.database import db, dialect_insert
-from loops.models import ACTIVE_RUN_STATES, Organization, RunState, RunTrigger, TuneRun
+from loops.models import (
+    ACTIVE_RUN_STATES,
+    Calibration,
+    Organization,
+    RunState,
+    RunTrigger,
+    TuneRun,
+)
 from loops.redis_conn import get_redis, redis_up
 from loops.timeutil import as_utc, iso, utcnow
 
@@ -123,12 +131,31 @@ def create_queued_runs(
     return [by_org[o] for o in targets if o in by_org], sorted(created)
 
 
+def _expected_signals(run_ids: Sequence[int]) -> dict[int, int]:
+    """Run id -> the signals its tenant's last run counted (0 for a tenant never tuned).
+
+    The sample sizes of its stored calibrations: the ENGAGE and DELIVER signals of the
+    last window, which is the best cheap guess of this window's (one indexed read of
+    the calibrations, not a count of the signals).
+    """
+    volumes: dict[int, int] = {}
+    for chunk in _chunks(run_ids, 500):
+        for run_id, signals in db.session.execute(
+            select(TuneRun.id, func.coalesce(func.sum(Calibration.sample_size), 0))
+            .join(Calibration, Calibration.org_id == TuneRun.org_id)
+            .where(TuneRun.id.in_(chunk))
+            .group_by(TuneRun.id)
+        ):
+            volumes[int(run_id)] = int(signals)
+    return volumes
+
+
 def _job_batches(run_ids: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """The RQ jobs for these runs, heaviest first: (job id, run ids) each (jobs/job_plan.py)."""
     size = settings.batch_size()
-    return [
-        (f"{constants.RUN_JOB_PREFIX}{chunk[0]}", list(chunk))
-        for chunk in _chunks(sorted(run_ids), size)
-    ]
+    volumes = _expected_signals(run_ids) if len(run_ids) > 1 else {}
+    jobs = plan_jobs(run_ids, volumes, max_tenants=size, max_signals=settings.batch_signals())
+    return [(f"{constants.RUN_JOB_PREFIX}{job.run_ids[0]}", list(job.run_ids)) for job in jobs]
 
 
 def _discard_unenqueued(run_ids: Sequence[int]) -> None:
@@ -179,7 +206,7 @@ def request_runs(
                     timeout=settings.job_timeout_s() * len(ids),
                     result_ttl=constants.RUN_JOB_RESULT_TTL,
                     failure_ttl=constants.RUN_JOB_FAILURE_TTL,
-                    description=f"tune-engagement runs {ids[0]}..{ids[-1]} ({len(ids)} tenants)",
+                    description=f"tune-engagement: {len(ids)} tenant(s), first run {ids[0]}",
                     pipeline=pipe,
                 )
             pipe.execute()

@@ -25,6 +25,11 @@ def batch_size() -> int:
     return current_app.config["TUNE_BATCH_SIZE"]
 
 
+def batch_signals() -> int:
+    """At most about this many window signals per RQ job (last run's counts)."""
+    return current_app.config["TUNE_BATCH_SIGNALS"]
+
+
 def lookback_days() -> int:
     return current_app.config["TUNE_LOOKBACK_DAYS"]
 

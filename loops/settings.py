@@ -36,6 +36,10 @@ DEFAULT_SWEEP_INTERVAL_S = 15.0
 # "Run now — all tenants" fans out one RQ job per this many tenants (status stays
 # per tenant). Fewer, larger jobs cut per-job queue overhead at 1,000 tenants.
 DEFAULT_BATCH_SIZE = 50
+# ... and no job holds more than about this many signals of the window (a larger tenant
+# is a job alone), jobs enqueued heaviest first, so one job of the largest tenants does
+# not set the run's wall time (jobs/job_plan.py).
+DEFAULT_BATCH_SIGNALS = 250_000
 DEFAULT_ROLLUP_REFRESH_INTERVAL_S = 300
 # The delivery policy: digest below this engagement ratio, hold out this share of
 # users, deliver digests at this hour (UTC).
@@ -133,6 +137,7 @@ class Settings(BaseSettings):
     TUNE_JOB_TIMEOUT: int = Field(default=1800, ge=1)
     RQ_QUEUE: str = Field(default="engagement", min_length=1)
     TUNE_BATCH_SIZE: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    TUNE_BATCH_SIGNALS: int = Field(default=DEFAULT_BATCH_SIGNALS, ge=1)
     TUNE_HEARTBEAT_S: PositiveSeconds = DEFAULT_HEARTBEAT_S
     TUNE_STALE_AFTER_S: PositiveSeconds = DEFAULT_STALE_AFTER_S
     TUNE_SWEEP_INTERVAL_S: PositiveSeconds = DEFAULT_SWEEP_INTERVAL_S

@@ -26,6 +26,7 @@ BAD_VALUES = {
     "TUNE_LOOKBACK_DAYS": ("0", "must be at least 1, got '0'"),
     "TUNE_JOB_TIMEOUT": ("1h", "must be a whole number, got '1h'"),
     "TUNE_BATCH_SIZE": ("0", "must be at least 1"),
+    "TUNE_BATCH_SIGNALS": ("1e6", "must be a whole number"),
     "TUNE_HEARTBEAT_S": ("ten", "must be a number, got 'ten'"),
     "TUNE_STALE_AFTER_S": ("0", "must be greater than 0"),
     "TUNE_SWEEP_INTERVAL_S": ("nan", "must be a finite number"),
@@ -150,6 +151,7 @@ def test_values_reach_app_config_typed(clean_env: pytest.MonkeyPatch, tmp_path: 
         "LOG_LEVEL": "debug",
         "TUNE_HEARTBEAT_S": "0.5",
         "TUNE_BATCH_SIZE": "7",
+        "TUNE_BATCH_SIGNALS": "1000000",
     }.items():
         clean_env.setenv(name, value)
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/x.db"})
@@ -180,6 +182,7 @@ def test_values_reach_app_config_typed(clean_env: pytest.MonkeyPatch, tmp_path: 
         # The jobs read what start-up read; nothing is parsed at job time.
         assert job_settings.heartbeat_s() == 0.5
         assert job_settings.batch_size() == 7
+        assert job_settings.batch_signals() == 1_000_000
 
 
 def test_create_app_config_overrides_the_environment_and_is_validated_too(

@@ -100,6 +100,34 @@ def test_all_tenants_fan_out_in_batches_with_per_tenant_runs(app, make, signals,
     assert {fresh_run(r.id).state for r in runs} == {"succeeded"}
 
 
+def test_a_large_tenant_gets_a_job_of_its_own_enqueued_first(
+    app, make, signals, redis_conn
+) -> None:
+    """After a first run, jobs are cut by the signals each tenant's last run counted."""
+    app.config["TUNE_BATCH_SIZE"] = 50
+    app.config["TUNE_BATCH_SIGNALS"] = 100
+    small = [make.org(f"s{i}") for i in range(3)]
+    big = make.org("big")
+    for org in small:
+        signals.engage_many(org, "mention", utcnow() - DAY, 10)
+    signals.engage_many(big, "mention", utcnow() - DAY, 150)
+    first = request_runs(None, trigger=RunTrigger.MANUAL, requested_by="a")
+    assert len(queue(app, redis_conn)) == 1  # nothing tuned yet: one job of 4 tenants
+    work_burst(app)
+    assert {fresh_run(r.id).state for r in first} == {"succeeded"}
+
+    runs = request_runs(None, trigger=RunTrigger.MANUAL, requested_by="a")
+    by_org = {r.org_id: r for r in runs}
+    jobs = [Job.fetch(j, connection=redis_conn) for j in queue(app, redis_conn).job_ids]
+    assert [job.args[0] for job in jobs] == [
+        [by_org[big.id].id],
+        sorted(by_org[o.id].id for o in small),
+    ]
+    assert by_org[big.id].rq_job_id == jobs[0].id
+    work_burst(app)
+    assert {fresh_run(r.id).state for r in runs} == {"succeeded"}
+
+
 def test_unknown_tenants_are_ignored(app, make) -> None:
     org = make.org()
     runs = request_runs([org.id, 999_999], trigger=RunTrigger.MANUAL, requested_by="a")
