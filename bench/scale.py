@@ -672,8 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     print("== mark-read ==", flush=True)
     load["markread"] = wait_for_quiet("mark-read", force=args.force)
     results["markread"] = markread_part(scales, runs, workdir)
-    # The dashboard before the tune: each tune run starts from an empty tune_runs
-    # table (every tenant on its first run), and the pages should show a year of runs.
+    # The dashboard before the tune: the tune writes a run, calibrations and history
+    # rows for every tenant, and the pages are measured on the data set as generated.
     print("== dashboard ==", flush=True)
     load["dashboard"] = wait_for_quiet("dashboard", force=args.force)
     results["dashboard"] = dashboard_part(scales)
