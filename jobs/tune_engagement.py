@@ -17,8 +17,10 @@ from rq import get_current_job
 from sqlalchemy import (
     BindParameter,
     Engine,
+    Float,
     bindparam,
     case,
+    cast,
     distinct,
     func,
     literal_column,
@@ -31,7 +33,7 @@ from sqlalchemy.orm import aliased
 
 from jobs import constants, settings
 from loops import rollup
-from loops.database import db, dialect_insert
+from loops.database import db, insert_rows
 from loops.delivery import Decided, PolicySettings, decide_for_tenants
 from loops.models import (
     ACTIVE_RUN_STATES,
@@ -47,7 +49,7 @@ from loops.models import (
 from loops.partitions import once_guard
 from loops.policy_rules import Evidence
 from loops.signals import loops_on
-from loops.stats import fit_beta_prior, shrunk_estimate, wilson_interval
+from loops.stats import RatioMoments, prior_from_moments, shrunk_estimate, wilson_interval
 from loops.timeutil import UTCDateTime, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -147,9 +149,6 @@ class TenantResult:
     error: str | None = None
 
 
-# ratio key -> {org_id: (engaged, n)}: the tenants' latest stored counts (the prior's data).
-StoredCounts = dict[str, dict[int, tuple[int, int]]]
-
 # How many tenants one aggregation covers: a job's batch is cut into chunks of
 # this size, so memory stays bounded whatever TUNE_BATCH_SIZE says.
 AGGREGATE_CHUNK = 50
@@ -242,7 +241,6 @@ def compute_batch(
     org_ids: Sequence[int],
     now: datetime,
     lookback_days: int,
-    stored: StoredCounts | None = None,
 ) -> dict[int, list[FeatureCalibration]]:
     """Aggregate the window ``[now - lookback, now)`` for these tenants: three queries in all.
 
@@ -250,9 +248,7 @@ def compute_batch(
     the notifications delivered (DELIVER) in the window, the fraction that have an
     ENGAGE (a first read) before ``now``. Features without signals yield nothing.
     Runs in the caller's transaction (on PostgreSQL it raises that transaction's
-    ``work_mem``, so the distinct-user counts sort in memory). ``stored``: every
-    tenant's latest ratio counts (``stored_ratio_counts``), when the caller has them;
-    read here otherwise.
+    ``work_mem``, so the distinct-user counts sort in memory).
     """
     out: dict[int, list[FeatureCalibration]] = {org_id: [] for org_id in org_ids}
     if not org_ids:
@@ -286,69 +282,69 @@ def compute_batch(
                 interval=wilson_interval(int(engaged), int(sent)),
             )
         )
-    out = _with_estimates(out, now, lookback_days, stored)
+    out = _with_estimates(out, now, lookback_days)
     return {org_id: sorted(cals, key=lambda c: c.key) for org_id, cals in out.items()}
 
 
-def stored_ratio_counts(
-    now: datetime, lookback_days: int, keys: set[str] | None = None
-) -> StoredCounts:
-    """Every tenant's latest stored (engaged, n) of the ratio keys (all of them by default).
+def stored_ratio_moments(
+    now: datetime, lookback_days: int, keys: set[str], other_than: Sequence[int]
+) -> dict[str, RatioMoments]:
+    """Per ratio key, the sums of the stored (engaged, n) of every tenant not in ``other_than``.
 
     Only values computed within the last window count: a tenant that stopped
-    receiving a feature long ago says nothing about it today.
+    receiving a feature long ago says nothing about it today. One aggregate in the
+    database (a row per key), not every tenant's pair: the prior needs only the sums.
     """
-    query = select(
-        Calibration.key,
-        Calibration.org_id,
-        Calibration.engaged,
-        Calibration.value,
-        Calibration.sample_size,
-    ).where(Calibration.computed_at > now - timedelta(days=lookback_days))
-    if keys is None:
-        query = query.where(Calibration.key.startswith(constants.RATIO_PREFIX))
-    else:
-        query = query.where(Calibration.key.in_(sorted(keys)))
-    out: StoredCounts = {}
-    for key, org_id, engaged, value, n in db.session.execute(query):
-        # Rows written before the numerator was stored: recover it from the ratio.
-        k = int(engaged) if engaged is not None else round(float(value) * int(n))
-        out.setdefault(str(key), {})[int(org_id)] = (k, int(n))
-    return out
-
-
-def remember_counts(stored: StoredCounts, batch: dict[int, list[FeatureCalibration]]) -> None:
-    """Put a batch's fresh ratio counts into ``stored``, as writing them would."""
-    for org_id, cals in batch.items():
-        for c in cals:
-            if c.is_ratio:
-                stored.setdefault(c.key, {})[org_id] = (c.engaged or 0, c.sample_size)
+    c = Calibration
+    n = c.sample_size
+    # Rows written before the numerator was stored: recover it from the ratio.
+    raw = func.coalesce(c.engaged, func.round(c.value * n))
+    engaged = case((raw < 0, 0), (raw > n, n), else_=raw)
+    as_float = cast(engaged, Float)
+    query = (
+        select(
+            c.key,
+            func.count(),
+            func.sum(n),
+            func.sum(engaged),
+            func.sum(as_float * as_float / n),
+            func.sum(cast(n, Float) * n),
+        )
+        .where(
+            c.key.in_(sorted(keys)),
+            c.computed_at > now - timedelta(days=lookback_days),
+            c.org_id.not_in(list(other_than)),
+            n > 0,
+        )
+        .group_by(c.key)
+    )
+    return {
+        str(key): RatioMoments(int(k), int(total), int(e), float(e2n or 0), float(n2 or 0))
+        for key, k, total, e, e2n, n2 in db.session.execute(query)
+    }
 
 
 def _with_estimates(
-    batch: dict[int, list[FeatureCalibration]],
-    now: datetime,
-    lookback_days: int,
-    stored: StoredCounts | None,
+    batch: dict[int, list[FeatureCalibration]], now: datetime, lookback_days: int
 ) -> dict[int, list[FeatureCalibration]]:
     """Fill each ratio's empirical-Bayes estimate.
 
     Each feature's Beta prior is fitted to every tenant's counts of that feature:
-    this batch's fresh counts, and the latest stored ones of all other tenants.
+    this batch's fresh counts, and the latest stored ones of all other tenants
+    (which include what earlier chunks of the same job have just written).
     """
     ratios = [c for cals in batch.values() for c in cals if c.is_ratio]
     if not ratios:
         return batch
     keys = {c.key for c in ratios}
-    if stored is None:
-        stored = stored_ratio_counts(now, lookback_days, keys)
-    counts: dict[str, list[tuple[int, int]]] = {
-        key: [pair for org_id, pair in stored.get(key, {}).items() if org_id not in batch]
-        for key in keys
-    }
+    moments = stored_ratio_moments(now, lookback_days, keys, list(batch))
+    fresh: dict[str, list[tuple[int, int]]] = {key: [] for key in keys}
     for c in ratios:
-        counts[c.key].append((c.engaged or 0, c.sample_size))
-    priors = {key: fit_beta_prior(pairs) for key, pairs in counts.items()}
+        fresh[c.key].append((c.engaged or 0, c.sample_size))
+    priors = {
+        key: prior_from_moments(moments.get(key, RatioMoments()) + RatioMoments.of(pairs))
+        for key, pairs in fresh.items()
+    }
     out: dict[int, list[FeatureCalibration]] = {}
     for org_id, cals in batch.items():
         filled = []
@@ -398,43 +394,32 @@ def dry_run(org_id: int, now: datetime) -> list[CalibrationChange]:
     return changes
 
 
-_UPSERTS: dict[str, Any] = {}
+def _on_conflict_update(insert: Any) -> Any:
+    """A calibration written again: ON CONFLICT (org_id, key) DO UPDATE, in place.
 
-
-def _upsert() -> Any:
-    """INSERT … ON CONFLICT (org_id, key) DO UPDATE, built once per dialect.
-
-    Executed with a list of rows (executemany): the statement is compiled once,
-    not once per tenant as a multi-row VALUES of a different length would be.
     The SET expressions read the row's old values, which become its ``previous_*``.
     """
-    dialect = db.session.get_bind().dialect.name
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        table = Calibration.__table__
-        insert = dialect_insert(table)
-        new = insert.excluded
-        stmt = insert.on_conflict_do_update(
-            index_elements=[table.c.org_id, table.c.key],
-            set_={
-                "previous_value": table.c.value,
-                "previous_sample_size": table.c.sample_size,
-                "previous_computed_at": table.c.computed_at,
-                "previous_run_id": table.c.run_id,
-                "value": new.value,
-                "sample_size": new.sample_size,
-                "window_days": new.window_days,
-                "computed_at": new.computed_at,
-                "distinct_users": new.distinct_users,
-                "run_id": new.run_id,
-                "engaged": new.engaged,
-                "interval_low": new.interval_low,
-                "interval_high": new.interval_high,
-                "estimate": new.estimate,
-            },
-        )
-        _UPSERTS[dialect] = stmt
-    return stmt
+    table = Calibration.__table__
+    new = insert.excluded
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.org_id, table.c.key],
+        set_={
+            "previous_value": table.c.value,
+            "previous_sample_size": table.c.sample_size,
+            "previous_computed_at": table.c.computed_at,
+            "previous_run_id": table.c.run_id,
+            "value": new.value,
+            "sample_size": new.sample_size,
+            "window_days": new.window_days,
+            "computed_at": new.computed_at,
+            "distinct_users": new.distinct_users,
+            "run_id": new.run_id,
+            "engaged": new.engaged,
+            "interval_low": new.interval_low,
+            "interval_high": new.interval_high,
+            "estimate": new.estimate,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -480,17 +465,14 @@ def _write(writes: Sequence[_TenantWrite], now: datetime, window: int) -> None:
     and the chart rollup's changed days.
     """
     rows = [_calibration_row(w, c, now, window) for w in writes for c in w.computed]
-    if rows:
-        # executemany: the statement is compiled once, whatever the number of rows.
-        db.session.execute(_upsert(), rows)
+    insert_rows(Calibration.__table__, rows, _on_conflict_update)
     decisions = _decide_delivery(writes, now)
     history = [
         _history_row(w, c, now, window, decisions.get(w.run.org_id, {}))
         for w in writes
         for c in w.computed
     ]
-    if history:
-        db.session.execute(CalibrationHistory.__table__.insert(), history)
+    insert_rows(CalibrationHistory.__table__, history)
     rollup.apply_many({w.run.org_id: w.daily for w in writes})
 
 
@@ -654,17 +636,10 @@ def _rollup_since(org_ids: list[int], now: datetime, window: int) -> dict[int, d
     return since
 
 
-def _prepare(
-    org_ids: list[int], now: datetime, window: int, stored: StoredCounts | None
-) -> _Prepared | None:
-    """Aggregate a chunk of tenants in one read transaction; on error None (and logged).
-
-    ``stored`` (the job's copy of every tenant's ratio counts) gets the chunk's fresh ones.
-    """
+def _prepare(org_ids: list[int], now: datetime, window: int) -> _Prepared | None:
+    """Aggregate a chunk of tenants in one read transaction; on error None (and logged)."""
     try:
-        calibrations = compute_batch(org_ids, now, window, stored=stored)
-        if stored is not None:
-            remember_counts(stored, calibrations)
+        calibrations = compute_batch(org_ids, now, window)
         prepared: _Prepared | None = _Prepared(
             calibrations=calibrations,
             daily_changes=rollup.pending(_rollup_since(org_ids, now, window)),
@@ -788,9 +763,7 @@ def _logged(
     return TenantResult(run.org_id, run.run_id, state, written, ms, error)
 
 
-def _tune_chunk(
-    runs: list[_Run], now: datetime, stored: StoredCounts | None = None
-) -> list[TenantResult]:
+def _tune_chunk(runs: list[_Run], now: datetime) -> list[TenantResult]:
     """Claim a chunk's runs, aggregate its tenants together and write them together.
 
     Tenants the chunk's write could not take (its transaction failed) are written
@@ -802,7 +775,7 @@ def _tune_chunk(
     mine = [r for r in runs if r.run_id in claimed]
     prepared = None
     if mine and loops_on():
-        prepared = _prepare([r.org_id for r in mine], now, settings.lookback_days(), stored)
+        prepared = _prepare([r.org_id for r in mine], now, settings.lookback_days())
     done: dict[int, TenantResult] = {}
     if prepared is not None:
         failing = settings.test_fail_tenants()
@@ -906,15 +879,9 @@ def perform_runs_now(run_ids: list[int], now: datetime | None = None) -> list[Te
     ordered = [runs[r] for r in run_ids if r in runs]
     results: list[TenantResult] = []
     with Heartbeat(db.engine, [r.run_id for r in ordered], settings.heartbeat_s()):
-        # Every tenant's stored ratio counts, read once for the job (the estimates'
-        # prior); each chunk adds its fresh ones as it goes.
-        stored = None
-        if len(ordered) > AGGREGATE_CHUNK and loops_on():
-            stored = stored_ratio_counts(now or utcnow(), settings.lookback_days())
-            db.session.rollback()
         for start in range(0, len(ordered), AGGREGATE_CHUNK):
             chunk = ordered[start : start + AGGREGATE_CHUNK]
-            results.extend(_tune_chunk(chunk, now or utcnow(), stored))
+            results.extend(_tune_chunk(chunk, now or utcnow()))
     return results
 
 

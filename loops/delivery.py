@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import case, func, literal_column, select
 from sqlalchemy.orm import aliased
 
-from loops.database import db, dialect_insert
+from loops.database import db, insert_rows
 from loops.models import DeliveryPolicy, LoopSignal, Organization, PolicyChange, SignalKind
 from loops.policy_rules import (
     DIGEST_FEATURE,
@@ -75,23 +75,14 @@ class Decided:
     mode_since: datetime
 
 
-_DECISION_UPSERTS: dict[str, Any] = {}
-
-
-def _decision_upsert() -> Any:
-    """INSERT … ON CONFLICT (org_id, feature) DO UPDATE of a decision, built once per dialect."""
-    dialect = db.session.get_bind().dialect.name
-    stmt = _DECISION_UPSERTS.get(dialect)
-    if stmt is None:
-        insert = dialect_insert(DeliveryPolicy.__table__)
-        decided = ("mode", "reason", "decided_at", "run_id", "mode_since", "ratio")
-        measured = ("interval_low", "interval_high", "sample_size")
-        stmt = insert.on_conflict_do_update(
-            index_elements=["org_id", "feature"],
-            set_={name: insert.excluded[name] for name in (*decided, *measured)},
-        )
-        _DECISION_UPSERTS[dialect] = stmt
-    return stmt
+def _on_conflict_decide(insert: Any) -> Any:
+    """A decision made again: ON CONFLICT (org_id, feature) DO UPDATE."""
+    decided = ("mode", "reason", "decided_at", "run_id", "mode_since", "ratio")
+    measured = ("interval_low", "interval_high", "sample_size")
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "feature"],
+        set_={name: insert.excluded[name] for name in (*decided, *measured)},
+    )
 
 
 def decide_for_tenants(
@@ -141,8 +132,7 @@ def decide_for_tenants(
                     "sample_size": ev.n,
                 }
             )
-    if rows:
-        db.session.execute(_decision_upsert(), rows)
+    insert_rows(DeliveryPolicy.__table__, rows, _on_conflict_decide)
     return out
 
 

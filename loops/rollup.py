@@ -23,7 +23,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from loops.database import db, dialect_insert
+from loops.database import db, insert_rows
 from loops.models import LoopSignal, Organization, SignalDailyCount, SignalPrune
 from loops.timeutil import UTC
 
@@ -220,21 +220,12 @@ def pending(since: Mapping[int, date], until: date | None = None) -> dict[int, C
     return out
 
 
-_UPSERTS: dict[str, Any] = {}
-
-
-def _upsert() -> Any:
-    """INSERT … ON CONFLICT DO UPDATE of daily counts, built once per dialect."""
-    dialect = _dialect()
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        insert = dialect_insert(SignalDailyCount.__table__)
-        stmt = insert.on_conflict_do_update(
-            index_elements=["org_id", "kind", "feature", "day"],
-            set_={"count": insert.excluded["count"]},
-        )
-        _UPSERTS[dialect] = stmt
-    return stmt
+def _on_conflict_count(insert: Any) -> Any:
+    """A day counted again: ON CONFLICT DO UPDATE of its count."""
+    return insert.on_conflict_do_update(
+        index_elements=["org_id", "kind", "feature", "day"],
+        set_={"count": insert.excluded["count"]},
+    )
 
 
 def apply(org_id: int, upserts: Mapping[DayKey, int], deletes: Sequence[DayKey]) -> int:
@@ -264,8 +255,7 @@ def apply_many(
             {"org_id": org_id, "kind": kind, "feature": feature, "day": day, "count": n}
             for (kind, feature, day), n in upserts.items()
         )
-    if rows:
-        db.session.execute(_upsert(), rows)
+    insert_rows(SignalDailyCount.__table__, rows, _on_conflict_count)
     return len(rows) + sum(len(deletes) for _, deletes in changes_by_org.values())
 
 

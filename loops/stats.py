@@ -62,6 +62,42 @@ class BetaPrior:
         return (1 - self.mean) * self.strength
 
 
+@dataclass(frozen=True)
+class RatioMoments:
+    """What the prior needs of many tenants' ``(engaged, n)``: five sums, which add up.
+
+    So the tenants not in a batch can be summed by the database (``count``, ``sum``)
+    and the batch's fresh counts added here, instead of fetching every tenant's pair.
+    Pairs with ``n <= 0`` are left out; ``engaged`` is held within [0, n].
+    """
+
+    tenants: int = 0
+    n: int = 0
+    engaged: int = 0
+    engaged_sq_over_n: float = 0.0  # sum of engaged² / n
+    n_sq: float = 0.0  # sum of n²
+
+    @classmethod
+    def of(cls, counts: Iterable[tuple[int, int]]) -> RatioMoments:
+        pairs = [(min(max(e, 0), n), n) for e, n in counts if n > 0]
+        return cls(
+            tenants=len(pairs),
+            n=sum(n for _, n in pairs),
+            engaged=sum(e for e, _ in pairs),
+            engaged_sq_over_n=sum(e * e / n for e, n in pairs),
+            n_sq=float(sum(n * n for _, n in pairs)),
+        )
+
+    def __add__(self, other: RatioMoments) -> RatioMoments:
+        return RatioMoments(
+            self.tenants + other.tenants,
+            self.n + other.n,
+            self.engaged + other.engaged,
+            self.engaged_sq_over_n + other.engaged_sq_over_n,
+            self.n_sq + other.n_sq,
+        )
+
+
 def fit_beta_prior(counts: Iterable[tuple[int, int]]) -> BetaPrior | None:
     """Fit a feature's prior to every tenant's ``(engaged, n)`` by the method of moments.
 
@@ -72,20 +108,24 @@ def fit_beta_prior(counts: Iterable[tuple[int, int]]) -> BetaPrior | None:
     ``s = m(1 - m)/tau² - 1``, held within [MIN_PRIOR_STRENGTH, MAX_PRIOR_STRENGTH].
     None when nothing was delivered.
     """
-    pairs = [(min(max(e, 0), n), n) for e, n in counts if n > 0]
-    total_n = sum(n for _, n in pairs)
-    if total_n == 0:
+    return prior_from_moments(RatioMoments.of(counts))
+
+
+def prior_from_moments(m: RatioMoments) -> BetaPrior | None:
+    """``fit_beta_prior`` from the tenants' sums (``RatioMoments``)."""
+    if m.n <= 0:
         return None
-    mean = sum(e for e, _ in pairs) / total_n
+    mean = m.engaged / m.n
     spread = mean * (1 - mean)
-    k = len(pairs)
+    k = m.tenants
     if k < 2 or spread == 0:
         # One tenant tells nothing about how tenants differ; identical all-0/all-1
         # ratios have no spread to measure. Either way: the weakest allowed prior.
         strength = MIN_PRIOR_STRENGTH if k < 2 else MAX_PRIOR_STRENGTH
         return BetaPrior(mean, strength)
-    q = sum(n * (e / n - mean) ** 2 for e, n in pairs)
-    scale = total_n - sum(n * n for _, n in pairs) / total_n
+    # Cochran's Q, sum of n·(e/n - mean)², expanded into the sums; never below 0.
+    q = max(0.0, m.engaged_sq_over_n - 2 * mean * m.engaged + mean * mean * m.n)
+    scale = m.n - m.n_sq / m.n
     tau2 = max(0.0, (q - (k - 1) * spread) / scale) if scale > 0 else 0.0
     strength = MAX_PRIOR_STRENGTH if tau2 <= 0 else spread / tau2 - 1
     return BetaPrior(mean, min(MAX_PRIOR_STRENGTH, max(MIN_PRIOR_STRENGTH, strength)))

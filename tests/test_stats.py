@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from itertools import pairwise
 
 import pytest
@@ -9,9 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loops.stats import (
+    MAX_PRIOR_STRENGTH,
     MIN_PRIOR_STRENGTH,
     BetaPrior,
+    RatioMoments,
     fit_beta_prior,
+    prior_from_moments,
     shrunk_estimate,
     wilson_interval,
 )
@@ -100,3 +104,32 @@ def test_prior_counts_as_at_least_two_observations() -> None:
 def test_nothing_delivered_fits_no_prior() -> None:
     assert fit_beta_prior([]) is None
     assert fit_beta_prior([(0, 0)]) is None
+
+
+def _direct_prior(pairs: list[tuple[int, int]]) -> tuple[float, float]:
+    """The DerSimonian-Laird fit written out term by term, as the docstring states it."""
+    total = sum(n for _, n in pairs)
+    mean = sum(e for e, _ in pairs) / total
+    spread = mean * (1 - mean)
+    q = sum(n * (e / n - mean) ** 2 for e, n in pairs)
+    scale = total - sum(n * n for _, n in pairs) / total
+    tau2 = max(0.0, (q - (len(pairs) - 1) * spread) / scale)
+    strength = MAX_PRIOR_STRENGTH if tau2 <= 0 else spread / tau2 - 1
+    return mean, min(MAX_PRIOR_STRENGTH, max(MIN_PRIOR_STRENGTH, strength))
+
+
+def test_the_prior_from_summed_moments_is_the_prior_of_the_pairs() -> None:
+    """Tenants summed apart (the database's share, a batch's) fit the same prior."""
+    rng = random.Random(7)
+    pairs = []
+    for _ in range(300):
+        n = rng.choice([3, 40, 900, 25_000, 400_000])
+        pairs.append((round(n * rng.uniform(0.05, 0.6)), n))
+    stored, batch = pairs[:250], pairs[250:]
+    summed = prior_from_moments(RatioMoments.of(stored) + RatioMoments.of(batch))
+    assert summed is not None
+    mean, strength = _direct_prior(pairs)
+    assert summed.mean == pytest.approx(mean, rel=1e-12)
+    assert summed.strength == pytest.approx(strength, rel=1e-9)
+    assert MIN_PRIOR_STRENGTH < summed.strength < MAX_PRIOR_STRENGTH
+    assert RatioMoments.of([]) + RatioMoments.of([(5, 0), (-1, 0)]) == RatioMoments()
