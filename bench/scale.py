@@ -78,6 +78,7 @@ from bench.generate import bench_meta, build_world, generate_pg, restore_signals
 from loops.partitions import DEFAULT_PARTITION, add_months, month_start, partition_name
 
 SCALES = ("full", "history")
+PARTS = ("markread", "dashboard", "tune", "prune")
 SMOKE_SCALES = ("smoke", "history-smoke")
 TARGET = 1.3  # 50M at most 1.3 x the cost of 10M
 TUNE_BATCH = 50
@@ -652,7 +653,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start each part even on a busy machine (the figures are then not valid)",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run (default all: {','.join(PARTS)})",
+    )
     args = parser.parse_args(argv)
+    parts = [p for p in args.only.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"--only: unknown part(s) {', '.join(unknown)}; choose from {PARTS}")
     names = list(SMOKE_SCALES) if args.smoke else args.scales.split(",")
     if len(names) != 2:
         raise SystemExit("--scales takes two: the reference and the long-history scale")
@@ -669,32 +679,40 @@ def main(argv: list[str] | None = None) -> int:
     load: dict[str, Any] = {}
     print("== data sets ==", flush=True)
     data = {s.name: prepare(s) for s in scales}
-    print("== mark-read ==", flush=True)
-    load["markread"] = wait_for_quiet("mark-read", force=args.force)
-    results["markread"] = markread_part(scales, runs, workdir)
+    if "markread" in parts:
+        print("== mark-read ==", flush=True)
+        load["markread"] = wait_for_quiet("mark-read", force=args.force)
+        results["markread"] = markread_part(scales, runs, workdir)
     # The dashboard before the tune: the tune writes a run, calibrations and history
     # rows for every tenant, and the pages are measured on the data set as generated.
-    print("== dashboard ==", flush=True)
-    load["dashboard"] = wait_for_quiet("dashboard", force=args.force)
-    results["dashboard"] = dashboard_part(scales)
-    print("== tune ==", flush=True)
-    load["tune"] = wait_for_quiet("tune", force=args.force)
-    results["tune"] = tune_part(scales, runs, workdir)
-    print("== prune under mark-read load ==", flush=True)
-    load["prune"] = wait_for_quiet("prune", force=args.force)
-    prune = prune_part(big, workdir, preroll_s=2.0 * big.duration_s)
+    if "dashboard" in parts:
+        print("== dashboard ==", flush=True)
+        load["dashboard"] = wait_for_quiet("dashboard", force=args.force)
+        results["dashboard"] = dashboard_part(scales)
+    if "tune" in parts:
+        print("== tune ==", flush=True)
+        load["tune"] = wait_for_quiet("tune", force=args.force)
+        results["tune"] = tune_part(scales, runs, workdir)
+    prune: dict[str, Any] | None = None
+    if "prune" in parts:
+        print("== prune under mark-read load ==", flush=True)
+        load["prune"] = wait_for_quiet("prune", force=args.force)
+        prune = prune_part(big, workdir, preroll_s=2.0 * big.duration_s)
     shutil.rmtree(workdir, ignore_errors=True)
 
     rows = summary_rows(names, results)
     print_table(names, labels, rows)
-    print_prune(prune)
+    if prune is not None:
+        print_prune(prune)
     valid = all(record["quiet"] for record in load.values())
     if not valid:
         print("bench-scale: a part started on a busy machine (--force): figures NOT valid")
+    # A run of some parts only is kept apart: it must not overwrite the whole run's record.
     write_result(
-        "scale",
+        "scale" if set(parts) == set(PARTS) else "scale-" + "-".join(parts),
         big,
         {
+            "parts": parts,
             "reference": ref.as_dict(),
             "data_sets": data,
             "rows": rows,

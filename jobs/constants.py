@@ -35,6 +35,11 @@ RATIO_PREFIX = calibrations.RATIO_PREFIX
 # PostgreSQL work_mem for the tune's aggregation transaction (SET LOCAL): the
 # distinct-user counts of a large tenant sort tens of MB; the default 4MB spills to disk.
 AGGREGATE_WORK_MEM = "64MB"
+# ... and no parallel workers for it: a tune keeps every core busy with its own jobs
+# (one per RQ worker), so a query's helper processes only add their start-up and
+# contend with the other jobs; measured serial, the 10M-signal tune went from 9.5 s to
+# 8.4 s and the 3M one from 3.9 s to 3.0 s (docs/PERFORMANCE.md).
+AGGREGATE_PARALLEL_WORKERS = 0
 
 # Abandoned-run timings (TUNE_HEARTBEAT_S, TUNE_STALE_AFTER_S, TUNE_SWEEP_INTERVAL_S) and
 # TUNE_BATCH_SIZE are settings: defaults and reasoning in loops/settings.py.

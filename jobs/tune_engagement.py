@@ -248,7 +248,8 @@ def compute_batch(
     the notifications delivered (DELIVER) in the window, the fraction that have an
     ENGAGE (a first read) before ``now``. Features without signals yield nothing.
     Runs in the caller's transaction (on PostgreSQL it raises that transaction's
-    ``work_mem``, so the distinct-user counts sort in memory).
+    ``work_mem``, so the distinct-user counts sort in memory, and keeps its queries
+    serial: the other RQ workers' jobs have the other cores).
     """
     out: dict[int, list[FeatureCalibration]] = {org_id: [] for org_id in org_ids}
     if not org_ids:
@@ -256,6 +257,12 @@ def compute_batch(
     dialect = db.session.get_bind().dialect.name
     if dialect == "postgresql":
         db.session.execute(text(f"SET LOCAL work_mem = '{constants.AGGREGATE_WORK_MEM}'"))
+        db.session.execute(
+            text(
+                "SET LOCAL max_parallel_workers_per_gather = "
+                f"{constants.AGGREGATE_PARALLEL_WORKERS}"
+            )
+        )
     params = {"orgs": list(org_ids), "since": now - timedelta(days=lookback_days), "now": now}
     for org_id, feature, count, users in db.session.execute(_RATE, params):
         out[int(org_id)].append(

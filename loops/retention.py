@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, func, select, text, update
 
 from loops import partitions, rollup
 from loops.database import db
-from loops.models import LoopSignal, Organization, SignalPrune
+from loops.models import LoopSignal, SignalDailyCount, SignalPrune
 from loops.partitions import Partition
 from loops.timeutil import UTC, UTCDateTime
 
@@ -314,23 +314,62 @@ def _close_books(first: date, last: date) -> None:
 
     The rollup keeps these days current as they happen; this makes sure a day the
     rollup missed (no worker running then, say) is counted before it can no longer
-    be. A month and ROLLUP_BATCH tenants at a time; days before an earlier prune's
-    cutoff are left alone (the rollup never recounts those).
+    be. A month at a time: one pass over the month's signals finds the tenants whose
+    counts fall short (``_short_tenants``), and only those are recounted, ROLLUP_BATCH
+    tenants a transaction; days before an earlier prune's cutoff are left alone (the
+    rollup never recounts those).
     """
     if last < first:
         return
-    org_ids = list(db.session.execute(select(Organization.id).order_by(Organization.id)).scalars())
     day = first
     while day <= last:
         until = min(last, _month_end(day))
-        for start in range(0, len(org_ids), ROLLUP_BATCH):
-            chunk = org_ids[start : start + ROLLUP_BATCH]
+        short = _short_tenants(day, until)
+        for start in range(0, len(short), ROLLUP_BATCH):
+            chunk = short[start : start + ROLLUP_BATCH]
             if partitions.is_postgres():
                 db.session.execute(text("SET LOCAL statement_timeout = 0"))
             for org_id, change in rollup.pending(dict.fromkeys(chunk, day), until).items():
                 rollup.apply(org_id, *change)
             db.session.commit()
         day = until + timedelta(days=1)
+
+
+def _short_tenants(first: date, last: date) -> list[int]:
+    """Tenants whose daily counts of days [first, last] may differ from their signals.
+
+    Compared per tenant, kind and feature over the whole span: one scan of the
+    signals (a month's partition on PostgreSQL) and one of the daily counts. Equal
+    totals mean equal days: a stored day's count never exceeds its signals (it was
+    counted from them, and a day that has ended gains no signals and loses none
+    before its prune; a deleted tenant takes both), so a day counted short would
+    show in the total.
+    """
+    start = datetime.combine(first, time.min, tzinfo=UTC)
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
+    s, d = LoopSignal, SignalDailyCount
+    if partitions.is_postgres():
+        db.session.execute(text("SET LOCAL statement_timeout = 0"))
+    signals = {
+        (int(org_id), str(kind), str(feature)): int(n)
+        for org_id, kind, feature, n in db.session.execute(
+            select(s.org_id, s.kind, s.feature, func.count())
+            .where(s.created_at >= start, s.created_at < end)
+            .group_by(s.org_id, s.kind, s.feature)
+        )
+    }
+    counted = {
+        (int(org_id), str(kind), str(feature)): int(n)
+        for org_id, kind, feature, n in db.session.execute(
+            select(d.org_id, d.kind, d.feature, func.sum(d.count))
+            .where(d.day >= first, d.day <= last)
+            .group_by(d.org_id, d.kind, d.feature)
+        )
+    }
+    db.session.rollback()
+    return sorted(
+        {key[0] for key in signals.keys() | counted.keys() if signals.get(key) != counted.get(key)}
+    )
 
 
 def _month_end(day: date) -> date:

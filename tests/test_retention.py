@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
-from loops import partitions, rollup
+from loops import partitions, retention, rollup
 from loops.database import db
 from loops.models import LoopSignal, Organization, SignalDailyCount, SignalKind, SignalPrune
 from loops.retention import cutoff_for, prune
@@ -237,6 +237,30 @@ def test_the_daily_counts_outlive_the_signals(app, make, bare) -> None:
     rollup.refresh(org.id, date(2026, 1, 1))
     db.session.commit()
     assert daily(org) == expected
+
+
+def test_closing_the_books_recounts_only_tenants_counted_short(app, make, bare) -> None:
+    """One pass finds who needs it: a tenant the rollup kept current is not recounted."""
+    kept, missed, wrong_feature = make.org("kept"), make.org("missed"), make.org("moved")
+    day = datetime(2026, 6, 10, 9, tzinfo=UTC)
+    for org in (kept, missed, wrong_feature):
+        for i in range(3):
+            add(org, day + timedelta(minutes=i), SignalKind.ENGAGE)
+    rollup.refresh(kept.id, day.date(), day.date())
+    rollup.refresh(wrong_feature.id, day.date(), day.date())
+    db.session.execute(
+        update(SignalDailyCount)
+        .where(SignalDailyCount.org_id == wrong_feature.id)
+        .values(feature="other")
+    )
+    db.session.commit()
+
+    first, last = date(2026, 6, 1), date(2026, 6, 30)
+    assert retention._short_tenants(first, last) == sorted([missed.id, wrong_feature.id])
+    retention._close_books(first, last)
+    db.session.commit()
+    assert retention._short_tenants(first, last) == []
+    assert daily(missed) == {("ENGAGE", day.date()): 3}
 
 
 def test_exactly_once_holds_across_months_and_partitions(app, make, bare) -> None:
