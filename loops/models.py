@@ -276,7 +276,17 @@ class SignalDailyCount(db.Model):  # type: ignore[name-defined]
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_loop_signal_daily_day", "day", "kind"),)
+    __table_args__ = (
+        Index("ix_loop_signal_daily_day", "day", "kind"),
+        # A page of tenants' days since a date, index-only (migration 0009; on SQLite
+        # the included columns are trailing key columns).
+        Index(
+            "ix_loop_signal_daily_org_day",
+            "org_id",
+            "day",
+            postgresql_include=["kind", "feature", "count"],
+        ),
+    )
 
 
 class Calibration(db.Model):  # type: ignore[name-defined]
