@@ -42,19 +42,21 @@ _BULK_INSERTS: dict[tuple[str, str, tuple[str, ...], Any], Any] = {}
 OnConflict = Callable[[Any], Any]
 
 
-def _bulk_insert(table: Table, columns: tuple[str, ...], on_conflict: OnConflict | None) -> Any:
-    dialect = db.session.get_bind().dialect.name
+def _bulk_insert(
+    dialect: str, table: Table, columns: tuple[str, ...], on_conflict: OnConflict | None
+) -> Any:
     key = (dialect, table.name, columns, on_conflict)
     stmt = _BULK_INSERTS.get(key)
     if stmt is None:
-        insert = dialect_insert(table)
         if dialect == "postgresql":
             # One array per column, unnested into rows: INSERT … SELECT * FROM unnest(…).
             arrays = [bindparam(c, type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
             values = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
-            insert = postgresql.insert(table).from_select(
+            insert: Any = postgresql.insert(table).from_select(
                 list(columns), select(*(values.c[c] for c in columns))
             )
+        else:
+            insert = dialect_insert(table)
         stmt = on_conflict(insert) if on_conflict is not None else insert
         _BULK_INSERTS[key] = stmt
     return stmt
@@ -76,8 +78,9 @@ def insert_rows(
     if not rows:
         return
     columns = tuple(rows[0])
-    stmt = _bulk_insert(table, columns, on_conflict)
-    if db.session.get_bind().dialect.name == "postgresql":
+    dialect = db.session.get_bind().dialect.name
+    stmt = _bulk_insert(dialect, table, columns, on_conflict)
+    if dialect == "postgresql":
         db.session.execute(stmt, {c: [row[c] for row in rows] for c in columns})
     else:
         db.session.execute(stmt, list(rows))
