@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from redis import Redis
 
 from tests.browser.conftest import SECRET, Stack
@@ -59,6 +60,8 @@ def test_the_dashboard_footer_links_to_the_docs(open_session: Any) -> None:
     session = open_session()
     session.goto("/login")
     session.page.click("footer >> text=API documentation")
-    session.page.wait_for_url(session.base + "/api/v1/docs")
+    # The URL, then the rendered operations: no wait on the page's "load" event, which
+    # Playwright 1.65 once missed here in CI (30 s timeout after "networkidle" fired).
+    expect(session.page).to_have_url(session.base + "/api/v1/docs")
     session.page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
     session.watch.assert_clean()
