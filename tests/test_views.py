@@ -134,6 +134,30 @@ def test_search_by_name_and_htmx_partial(viewer: FlaskClient, make: Any) -> None
     assert "No tenant name contains" in none
 
 
+def test_a_swapped_table_brings_the_search_forms_state_along(
+    viewer: FlaskClient, make: Any
+) -> None:
+    """Sorting swaps the table alone: the form's hidden sort and its range links, outside
+    the table, come in the same response (out of band), so a search or a range picked next
+    keeps the new order instead of the one the page was loaded with."""
+    make.org("acme", "Acme Analytics")
+    page = viewer.get("/?days=7").get_data(as_text=True)
+    assert '<span id="tenant-form-state" hidden>' in page  # in place on the page
+    assert '<input type="hidden" name="sort" value="name">' in page
+
+    partial = viewer.get(
+        "/?q=acme&sort=volume&days=7", headers={"HX-Request": "true", "HX-Target": "tenant-table"}
+    ).get_data(as_text=True)
+    state = partial[partial.index('<span id="tenant-form-state"') :]
+    assert state.startswith('<span id="tenant-form-state" hidden hx-swap-oob="true">')
+    assert '<input type="hidden" name="sort" value="volume">' in state
+    assert '<input type="hidden" name="days" value="7">' in state
+    ranges = partial[partial.index('<div id="tenant-ranges"') :]
+    assert 'hx-swap-oob="true"' in ranges.split(">", 1)[0]
+    assert 'href="/?q=acme&amp;sort=volume"' in ranges  # the default range drops ?days=
+    assert 'href="/?q=acme&amp;sort=volume&amp;days=7" aria-current="true"' in ranges
+
+
 def test_pagination(viewer: FlaskClient, make: Any) -> None:
     for i in range(30):
         make.org(f"t{i:02d}", f"Tenant {i:02d}")

@@ -181,6 +181,36 @@ def test_feature_view_sorts_searches_filters_and_pages(
     assert len(second) == 9 and second[-1] == "t29"
 
 
+def test_a_swapped_feature_table_brings_the_export_and_range_links_along(
+    viewer: FlaskClient, tenants: dict[str, Any]
+) -> None:
+    """A search, a flag or a sort swaps the table alone; the export (which applies the
+    search and flag), the history range links and the form's hidden sort come out of band
+    in the same response, so they act on what the table now shows."""
+    partial = viewer.get(
+        "/features/mention?q=hi&flag=above&sort=rate&weeks=52",
+        headers={"HX-Request": "true", "HX-Target": "feature-table"},
+    ).get_data(as_text=True)
+    export = partial[partial.index('<a id="feature-export"') :].split(">", 1)[0]
+    assert 'href="/features/mention/tenants.csv?q=hi&amp;flag=above"' in export
+    assert 'hx-swap-oob="true"' in export
+    weeks = partial[partial.index('<div id="feature-weeks"') :]
+    assert weeks.startswith('<div id="feature-weeks" class="range" role="group"')
+    assert 'hx-swap-oob="true"' in weeks.split(">", 1)[0]
+    assert 'href="/features/mention?q=hi&amp;sort=rate&amp;flag=above#trend-h"' in weeks
+    fields = partial[partial.index('<span id="feature-form-state"') :]
+    assert fields.startswith('<span id="feature-form-state" hidden hx-swap-oob="true">')
+    assert '<input type="hidden" name="sort" value="rate">' in fields
+    assert '<input type="hidden" name="weeks" value="52">' in fields
+    # The page itself renders the same controls in place.
+    page = viewer.get("/features/mention?q=hi").get_data(as_text=True)
+    assert (
+        '<a id="feature-export" class="btn btn-ghost" href="/features/mention/tenants.csv?q=hi"'
+        in page
+    )
+    assert "hx-swap-oob" not in page
+
+
 def test_feature_view_query_count_does_not_grow_with_tenants_or_history(
     app: Flask, viewer: FlaskClient, make: Any
 ) -> None:
@@ -461,6 +491,56 @@ def test_tenant_page_charts_one_feature_at_a_time_with_a_selector(
     assert plain.status_code == 302
     assert plain.headers["Location"].endswith("/tenants/acme?trend=mention&weeks=12")
     assert viewer.get("/tenants/acme/trends", headers={"HX-Request": "true"}).status_code == 200
+
+
+def test_a_swapped_history_or_chart_section_brings_the_others_links_along(
+    viewer: FlaskClient, make: Any
+) -> None:
+    """Each of the tenant page's two htmx sections carries the other's state in its links:
+    the daily charts the feature charted and the weeks, the history the days. A swap of one
+    brings the other's links (out of band) with the state just picked."""
+    org = make.org("acme")
+    feature_history(org, ["mention", "billing", "report.ready"], 3, utcnow())
+
+    # Picking a feature in the history: the charts' range links carry it.
+    body = viewer.get(
+        "/tenants/acme/trends?feature=billing&weeks=52&days=60", headers={"HX-Request": "true"}
+    ).get_data(as_text=True)
+    charts = body[body.index('<div id="charts-range"') :]
+    assert 'hx-swap-oob="true"' in charts.split(">", 1)[0]
+    assert 'hx-get="/tenants/acme?trend=billing&amp;days=90&amp;weeks=52"' in charts
+    assert (
+        'href="/tenants/acme?trend=billing&amp;days=60&amp;weeks=52&amp;scale=shared#charts-h"'
+        in charts
+    )
+    # The first feature is the default: its links need no ?trend=.
+    first = viewer.get(
+        "/tenants/acme/trends?feature=mention", headers={"HX-Request": "true"}
+    ).get_data(as_text=True)
+    assert 'hx-get="/tenants/acme?days=90"' in first[first.index('<div id="charts-range"') :]
+
+    # Picking a range of days in the charts: the history's links and its own reload carry it.
+    part = viewer.get(
+        "/tenants/acme?trend=billing&days=60&weeks=52",
+        headers={"HX-Request": "true", "HX-Target": "charts"},
+    ).get_data(as_text=True)
+    assert part.lstrip().startswith('<div id="charts">')
+    nav = part[part.index('<div id="trends-nav"') :]
+    assert nav.startswith('<div id="trends-nav" hx-swap-oob="true">')
+    assert (
+        'hx-get="/tenants/acme/trends?feature=billing&amp;weeks=52&amp;days=60"'
+        ' hx-target="#trends" hx-trigger="runs-finished from:body"'
+    ) in nav
+    picker = nav[
+        nav.index('aria-label="Feature charted"') : nav.index('aria-label="History range"')
+    ]
+    assert 'aria-current="true">billing</a>' in picker
+    assert 'hx-push-url="/tenants/acme?trend=report.ready&amp;weeks=52&amp;days=60"' in picker
+    assert 'href="/tenants/acme?trend=billing&amp;weeks=12&amp;days=60#trends-h"' in nav
+    # The whole page renders both in place, none out of band.
+    page = viewer.get("/tenants/acme?trend=billing&days=60").get_data(as_text=True)
+    assert page.count('<div id="trends-nav">') == 1 and page.count('<div id="charts-range"') == 1
+    assert "hx-swap-oob" not in page
 
 
 def test_unknown_trend_feature_and_weeks(viewer: FlaskClient, make: Any) -> None:

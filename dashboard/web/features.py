@@ -57,7 +57,9 @@ def _load(feature: str, per_page: int = feature_page.PER_PAGE) -> feature_page.F
 def feature(feature: str) -> ResponseReturnValue:
     page = _load(_feature_or_404(feature))
     if views._wants_partial("feature-table"):
-        return render_template("_feature_table.html", page=page)
+        return render_template(
+            "_feature_table.html", page=page, ranges=trends.TREND_RANGES, oob_state=True
+        )
     return render_template("feature.html", page=page, ranges=trends.TREND_RANGES)
 
 

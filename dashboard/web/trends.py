@@ -280,6 +280,15 @@ def load_features(org_id: int) -> list[str]:
     return trend_features((key, value) for key, value in rows)
 
 
+@dataclass(frozen=True)
+class Nav:
+    """What the history's picker and range links need when the section is not rendered:
+    the tenant's features and the one charted."""
+
+    features: list[str]
+    selected: str | None
+
+
 def choose(features: Sequence[str], requested: str | None) -> str | None:
     """The feature to chart: the one asked for when the tenant has it, else the first."""
     if requested in features:

@@ -128,7 +128,9 @@ def index() -> ResponseReturnValue:
         page=_int_arg("page", 1) or 1,
     )
     if _wants_partial("tenant-table"):
-        return render_template("_tenant_table.html", page=page)
+        return render_template(
+            "_tenant_table.html", page=page, ranges=overview.ranges(lookback), oob_state=True
+        )
     panel = runs_page.status(runs_page.first_active_id(), cells=page.org_ids)
     return render_template("index.html", page=page, panel=panel, ranges=overview.ranges(lookback))
 
@@ -164,7 +166,12 @@ def tenant(slug: str) -> ResponseReturnValue:
     trend = request.args.get("trend") or None
     if _wants_partial("charts"):
         charts, _since, _today = tenant_page.feature_charts(org.id, utcnow(), days, shared)
-        return render_template("_charts.html", org=org, charts=charts, trend=trend, **view)
+        # The history's links come along (out of band) to carry the days now charted.
+        features = trends.load_features(org.id)
+        nav = trends.Nav(features, trends.choose(features, trend))
+        return render_template(
+            "_charts.html", org=org, charts=charts, trend=trend, oob_state=nav, **view
+        )
     page = tenant_page.load(org, utcnow(), days, weeks, shared, trend)
     active = page.active_run
     panel = runs_page.status(active.id if active else None, org_id=org.id, cells=[org.id])
@@ -187,7 +194,7 @@ def tenant_trends(slug: str) -> ResponseReturnValue:
     days, weeks, shared = _tenant_state()
     data = trends.load(org.id, utcnow(), weeks, features, feature, shared)
     return render_template(
-        "_trends.html", org=org, trends=data, **_tenant_view(days, weeks, shared)
+        "_trends.html", org=org, trends=data, oob_state=True, **_tenant_view(days, weeks, shared)
     )
 
 

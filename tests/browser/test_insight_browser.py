@@ -67,11 +67,53 @@ def test_viewer_compares_a_feature_across_tenants(open_session: Callable[..., Se
     expect(page.locator("#feature-table thead th[aria-sort='ascending']")).to_contain_text("Tenant")
     names = page.locator("#feature-table tbody th a").all_inner_texts()
     assert names == sorted(names)
+    # A search after the sort keeps the order just picked; the export follows the search.
+    page.fill("#q", "o")
+    expect(page).to_have_url(re.compile(r"/features/mention\?q=o&flag=&sort=name$"))
+    expect(page.locator("#feature-table thead th[aria-sort='ascending']")).to_contain_text("Tenant")
+    expect(page.locator("#feature-export")).to_have_attribute("href", re.compile(r"\?q=o$"))
+    page.fill("#q", "")
+    expect(rows).to_have_count(5)
     assert page.evaluate("() => window.__stay") == 1
 
     # A tenant's name leads to its page.
     rows.first.get_by_role("link").first.click()
     page.wait_for_url(re.compile(r"/tenants/"))
+    s.watch.assert_clean()
+
+
+def test_each_tenant_section_keeps_what_was_picked_in_the_other(
+    open_session: Callable[..., Session],
+) -> None:
+    """The history and the daily charts swap apart; each one's links carry the other's
+    choice, so picking in one never undoes what was picked in the other."""
+    s = open_session()
+    s.login(*VIEWER)
+    s.goto("/tenants/acme")
+    page = s.page
+    page.evaluate("() => { window.__stay = 1; }")
+    history = page.get_by_role("group", name="History range")
+    charts = page.get_by_role("group", name="Chart range")
+    page.get_by_role("group", name="Feature charted").get_by_role(
+        "link", name="comment.reply"
+    ).click()
+    expect(page).to_have_url(re.compile(r"/tenants/acme\?trend=comment\.reply$"))
+    charts.get_by_role("link", name="60 days").click()
+    expect(page).to_have_url(re.compile(r"/tenants/acme\?trend=comment\.reply&days=60$"))
+    expect(charts.get_by_role("link", name="60 days")).to_have_attribute("aria-current", "true")
+    history.get_by_role("link", name="52 weeks").click()
+    expect(page).to_have_url(re.compile(r"\?trend=comment\.reply&weeks=52&days=60$"))
+    expect(page.locator("#trends article[data-feature='comment.reply']")).to_have_count(1)
+    expect(history.get_by_role("link", name="52 weeks")).to_have_attribute("aria-current", "true")
+    # And the charts' next range keeps both.
+    charts.get_by_role("link", name="90 days").click()
+    expect(page).to_have_url(re.compile(r"\?trend=comment\.reply&days=90&weeks=52$"))
+    assert page.evaluate("() => window.__stay") == 1  # all of it without a page load
+    # The URL pushed is the page: reloaded, it shows the same three choices.
+    page.reload()
+    expect(page.locator("#trends article[data-feature='comment.reply']")).to_have_count(1)
+    expect(history.get_by_role("link", name="52 weeks")).to_have_attribute("aria-current", "true")
+    expect(charts.get_by_role("link", name="90 days")).to_have_attribute("aria-current", "true")
     s.watch.assert_clean()
 
 
