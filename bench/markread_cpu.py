@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from werkzeug.test import EnvironBuilder
 
-from bench.common import bench_token, database_name, pg_url, scale_named
+from bench.common import BENCH_REDIS_URL, bench_token, database_name, pg_url, scale_named
 
 
 def _pairs(dbname: str, count: int) -> list[tuple[int, int]]:
@@ -68,6 +68,7 @@ def _app(name: str, dbname: str) -> Any:
             "LOOPS_ENABLED": "true",
             "LOG_LEVEL": "WARNING",
             "SQLALCHEMY_DATABASE_URI": pg_url(dbname),
+            "REDIS_URL": BENCH_REDIS_URL,
         }
     )
 

@@ -119,6 +119,14 @@ def is_postgres() -> bool:
     return str(db.session.get_bind().dialect.name) == "postgresql"
 
 
+def lift_statement_timeout() -> None:
+    """No statement_timeout for the rest of this transaction (PostgreSQL; nothing to do
+    elsewhere): maintenance statements scan a month of signals, which may take longer
+    than the API's DB_STATEMENT_TIMEOUT_MS allows a request."""
+    if is_postgres():
+        db.session.execute(text("SET LOCAL statement_timeout = 0"))
+
+
 def is_partitioned() -> bool:
     """True when loop_signals is a partitioned table (PostgreSQL after migration 0007)."""
     if not is_postgres():
@@ -186,7 +194,7 @@ def _with_lock_retries(what: str, step: Callable[[], None]) -> None:
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
             db.session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-            db.session.execute(text("SET LOCAL statement_timeout = 0"))
+            lift_statement_timeout()
             step()
             db.session.commit()
             return
@@ -270,7 +278,7 @@ def drop(partition: Partition) -> None:
 def count_rows(partition: Partition, before: datetime | None = None) -> int:
     """Rows in a partition (only those created before ``before``, when given)."""
     where = "WHERE created_at < :before" if before is not None else ""
-    db.session.execute(text("SET LOCAL statement_timeout = 0"))
+    lift_statement_timeout()
     return int(
         db.session.execute(
             text(f"SELECT count(*) FROM {partition.name} {where}"), {"before": before}

@@ -270,7 +270,7 @@ def _forget_claims(cutoff: datetime, newest_subject: int | None) -> None:
         return
     kept = [p.start for p in partitions.partitions() if p.start is not None]
     horizon = min([cutoff, *kept])
-    db.session.execute(text("SET LOCAL statement_timeout = 0"))
+    partitions.lift_statement_timeout()
     # One statement: it locks only old claims, which nothing writes any more.
     db.session.execute(
         text(
@@ -327,8 +327,7 @@ def _close_books(first: date, last: date) -> None:
         short = _short_tenants(day, until)
         for start in range(0, len(short), ROLLUP_BATCH):
             chunk = short[start : start + ROLLUP_BATCH]
-            if partitions.is_postgres():
-                db.session.execute(text("SET LOCAL statement_timeout = 0"))
+            partitions.lift_statement_timeout()
             for org_id, change in rollup.pending(dict.fromkeys(chunk, day), until).items():
                 rollup.apply(org_id, *change)
             db.session.commit()
@@ -348,8 +347,7 @@ def _short_tenants(first: date, last: date) -> list[int]:
     start = datetime.combine(first, time.min, tzinfo=UTC)
     end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
     s, d = LoopSignal, SignalDailyCount
-    if partitions.is_postgres():
-        db.session.execute(text("SET LOCAL statement_timeout = 0"))
+    partitions.lift_statement_timeout()
     signals = {
         (int(org_id), str(kind), str(feature)): int(n)
         for org_id, kind, feature, n in db.session.execute(

@@ -151,3 +151,28 @@ def test_an_unpartitioned_table_is_refused_in_one_line(app, runner, monkeypatch)
         "Error: loop_signals is not partitioned: run `flask --app wsgi db upgrade` "
         "(migration 0007)\n"
     )
+
+
+def test_maintenance_lifts_the_api_statement_timeout_for_its_own_transaction_only(app) -> None:
+    """Upkeep scans a month of signals: it may run longer than DB_STATEMENT_TIMEOUT_MS,
+    which stops a runaway API request. The lift lasts until the transaction ends."""
+    configured = db.session.execute(text("SHOW statement_timeout")).scalar_one()
+    db.session.execute(text("SET statement_timeout = 100"))  # as if configured so
+    db.session.commit()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            db.session.execute(text("SELECT pg_sleep(0.3)"))
+        db.session.rollback()
+
+        partitions.lift_statement_timeout()
+        db.session.execute(text("SELECT pg_sleep(0.3)"))  # not cancelled
+        db.session.commit()
+
+        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            db.session.execute(text("SELECT pg_sleep(0.3)"))
+        db.session.rollback()
+    finally:
+        db.session.execute(
+            text("SELECT set_config('statement_timeout', :v, false)"), {"v": configured}
+        )
+        db.session.commit()
