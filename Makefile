@@ -5,15 +5,21 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export FLASK_APP := wsgi
 
-.PHONY: run test lint format pytest test-sqlite browser assets test-postgres bench bench-quick bench-scale reliability clean
+.PHONY: install lock run test lint format pytest test-sqlite browser assets test-postgres bench bench-quick bench-scale reliability clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip 2>/dev/null
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the app with its dev tools
+install: $(STAMP) ## create .venv and install the app with its dev tools, at the versions in constraints.txt
+
+lock: $(STAMP) ## move every package to its newest release pyproject.toml allows, and pin that in constraints.txt
+	$(BIN)/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+	@{ sed -n '1,/^$$/p' constraints.txt | grep '^#'; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt
+	@echo "constraints.txt rewritten: run make test before committing it"
 
 run: $(STAMP) ## everything up on SQLite + local Redis, demo data, prints URL and logins
 	@bash scripts/run.sh
