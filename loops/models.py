@@ -315,7 +315,11 @@ class Calibration(db.Model):  # type: ignore[name-defined]
     interval_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     estimate: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    __table_args__ = (UniqueConstraint("org_id", "key", name="uq_loop_calibrations_org_key"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "key", name="uq_loop_calibrations_org_key"),
+        # Every tenant's calibration of one feature, for its page (migration 0010).
+        Index("ix_loop_calibrations_key", "key"),
+    )
 
 
 class CalibrationHistory(db.Model):  # type: ignore[name-defined]
