@@ -22,6 +22,7 @@ import pytest
 from redis import Redis
 
 from tests.conftest import TEST_REDIS_URL
+from tests.support.browser import arrive
 from tests.support.live_server import ROOT, LiveServer, start_gunicorn
 from tests.support.procs import kill_group
 
@@ -194,7 +195,7 @@ class Session:
         self.page.fill("#email", email)
         self.page.fill("#password", password)
         self.page.click("button[type=submit]")
-        self.page.wait_for_url(self.base + "/")
+        arrive(self.page, self.base + "/")
 
     def screenshot(self, name: str, full_page: bool = True) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 from redis import Redis
 
 from tests.browser.conftest import SECRET, Stack
 from tests.conftest import TEST_REDIS_URL
+from tests.support.browser import arrive
 from tests.support.live_server import start_gunicorn
 
 pytestmark = pytest.mark.browser
@@ -60,8 +60,6 @@ def test_the_dashboard_footer_links_to_the_docs(open_session: Any) -> None:
     session = open_session()
     session.goto("/login")
     session.page.click("footer >> text=API documentation")
-    # The URL, then the rendered operations: no wait on the page's "load" event, which
-    # Playwright 1.65 once missed here in CI (30 s timeout after "networkidle" fired).
-    expect(session.page).to_have_url(session.base + "/api/v1/docs")
+    arrive(session.page, session.base + "/api/v1/docs")
     session.page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
     session.watch.assert_clean()

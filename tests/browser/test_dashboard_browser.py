@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ADMIN, FAILING_TENANT, VIEWER, Session
+from tests.support.browser import arrive
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,7 +53,7 @@ def test_viewer_reads_tenants_calibrations_and_charts(
     assert page.locator("button", has_text=re.compile(r"^Run")).count() == 0
 
     page.click("text=Acme Analytics")
-    page.wait_for_url(re.compile(r"/tenants/acme$"))
+    arrive(page, re.compile(r"/tenants/acme$"))
     cal_rows = page.locator("#calibrations tbody tr")
     assert cal_rows.count() >= 6
     assert page.locator("#calibrations").get_by_text(re.compile(r"/day$")).first.is_visible()
@@ -71,7 +72,7 @@ def test_viewer_reads_tenants_calibrations_and_charts(
     # Range switch swaps the charts in place (htmx) and updates the URL.
     page.evaluate("window.__stay = 1")
     page.click("#charts a.range-btn:has-text('90 days')")
-    page.wait_for_url(re.compile(r"days=90"))
+    arrive(page, re.compile(r"days=90"))
     page.wait_for_selector("#charts a.range-btn[aria-current='true']:has-text('90 days')")
     assert page.evaluate("window.__stay") == 1
 
@@ -142,7 +143,7 @@ def test_failing_tenant_shows_failed_and_its_error(open_session: Callable[..., S
     s.page.keyboard.press("Tab")
     s.page.keyboard.type(ADMIN[1])
     s.page.keyboard.press("Enter")
-    s.page.wait_for_url(s.base + "/")
+    arrive(s.page, s.base + "/")
     s.goto(f"/tenants/{FAILING_TENANT}")
     page = s.page
     page.locator(".page-head button", has_text="Run now").click()
@@ -194,7 +195,7 @@ def test_admin_reaches_rq_dashboard_from_the_runs_page(
     s.login(*ADMIN)
     s.goto("/runs")
     s.page.click("text=Queues & workers (rq-dashboard)")
-    s.page.wait_for_url(re.compile(r"/admin/rq/"))
+    arrive(s.page, re.compile(r"/admin/rq/"))
     s.page.get_by_role("heading", name="Queues").wait_for(timeout=10_000)
     # Its client-side templates rendered (they need the relaxed CSP of /admin/rq).
     s.page.locator("table tbody tr").first.wait_for(timeout=10_000)

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import ADMIN, VIEWER, Session
+from tests.support.browser import arrive
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,12 +35,12 @@ def test_viewer_compares_a_feature_across_tenants(open_session: Callable[..., Se
     s.login(*VIEWER)
     page = s.page
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Features").click()
-    page.wait_for_url(re.compile(r"/features$"))
+    arrive(page, re.compile(r"/features$"))
     mention = page.locator("tr[data-feature='mention']")
     # Every demo tenant but the one whose tuning always fails.
     expect(mention).to_contain_text("5 tenants")
     mention.get_by_role("link", name="mention").click()
-    page.wait_for_url(re.compile(r"/features/mention$"))
+    arrive(page, re.compile(r"/features/mention$"))
 
     rows = page.locator("#feature-table tbody tr")
     expect(rows).to_have_count(5)
@@ -78,7 +79,7 @@ def test_viewer_compares_a_feature_across_tenants(open_session: Callable[..., Se
 
     # A tenant's name leads to its page.
     rows.first.get_by_role("link").first.click()
-    page.wait_for_url(re.compile(r"/tenants/"))
+    arrive(page, re.compile(r"/tenants/"))
     s.watch.assert_clean()
 
 
@@ -132,7 +133,7 @@ def test_history_chart_and_daily_chart_show_exact_values(
     # From the keyboard: htmx swaps in that feature's section and pushes its URL.
     picker.get_by_role("link", name="comment.reply").focus()
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/tenants/acme\?trend=comment\.reply$"))
+    arrive(page, re.compile(r"/tenants/acme\?trend=comment\.reply$"))
     other = page.locator("#trends article[data-feature='comment.reply']")
     expect(other.locator("svg.trend-chart")).to_have_count(2)
     expect(picker.get_by_role("link", name="comment.reply")).to_have_attribute(
@@ -141,7 +142,7 @@ def test_history_chart_and_daily_chart_show_exact_values(
     assert page.evaluate("() => window.__stay") == 1  # no page load
     # Back to the first feature, as the browser's history has it.
     page.go_back()
-    page.wait_for_url(s.base + "/tenants/acme")
+    arrive(page, s.base + "/tenants/acme")
     trend = page.locator("#trends article[data-feature='mention']")
     expect(trend.locator("svg.trend-chart")).to_have_count(2)  # ratio and rate
     expect(trend.locator("polygon.trend-band")).to_have_count(2)
@@ -179,7 +180,7 @@ def test_history_chart_and_daily_chart_show_exact_values(
 
     # One scale for all: the y axis says so.
     page.get_by_role("link", name="One scale for all").first.click()
-    page.wait_for_url(re.compile(r"scale=shared"))
+    arrive(page, re.compile(r"scale=shared"))
     assert (
         "same scale as the other charts"
         in page.locator("#charts svg.line-chart").first.inner_html()
@@ -199,7 +200,7 @@ def test_run_page_from_a_run_row_and_rq_dashboard_and_back(
     panel.locator("tr[data-state='succeeded']").first.wait_for(timeout=RUN_TIMEOUT_MS)
     # The status row links to the run's page.
     panel.locator("tr[data-state='succeeded'] a[href^='/runs/']").first.click()
-    page.wait_for_url(re.compile(r"/runs/\d+$"))
+    arrive(page, re.compile(r"/runs/\d+$"))
     expect(page.locator("h1")).to_contain_text("Initech Payroll")
     expect(page.locator(".facts")).to_contain_text("manual")
     expect(page.locator(".facts")).to_contain_text("admin@example.com")
@@ -215,13 +216,13 @@ def test_run_page_from_a_run_row_and_rq_dashboard_and_back(
     run_url = page.url
     s.goto("/runs")
     page.locator("#runs-table tbody tr a[href^='/runs/']").first.click()
-    page.wait_for_url(run_url)
+    arrive(page, run_url)
 
     # Into rq-dashboard's page of the job, and back to the app from its navbar.
     page.get_by_role("link", name="open in rq-dashboard").click()
-    page.wait_for_url(re.compile(r"/admin/rq/0/view/job/"))
+    arrive(page, re.compile(r"/admin/rq/0/view/job/"))
     page.get_by_role("link", name=re.compile("engagement-loops")).click()
-    page.wait_for_url(s.base + "/")
+    arrive(page, s.base + "/")
     s.watch.assert_clean()
 
 
@@ -242,7 +243,7 @@ def test_screenshots_of_the_insight_pages(open_session: Callable[..., Session]) 
             s.screenshot(f"{name}-{suffix}")
         s.goto("/runs")
         s.page.locator("#runs-table a[href^='/runs/']").first.click()
-        s.page.wait_for_url(re.compile(r"/runs/\d+$"))
+        arrive(s.page, re.compile(r"/runs/\d+$"))
         _no_sideways_scroll(s.page)
         s.screenshot(f"insight-run-{suffix}")
         # The no-JavaScript preview is a page of its own, in the layout.

@@ -14,6 +14,7 @@ from flask import Flask
 from loops.database import db
 from loops.models import Calibration, Role, TuneRun
 from loops.timeutil import utcnow
+from tests.support.browser import arrive
 from tests.support.dashboard import TEST_PASSWORD
 from tests.support.live_server import LiveServer
 
@@ -101,7 +102,7 @@ def test_no_page_runs_injected_script(
         page.fill("#email", email)
         page.fill("#password", TEST_PASSWORD)
         page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/$"))
+        arrive(page, re.compile(r".*/$"))
         seen_text = ""
         for path in PAGES:
             page.goto(server.url + path)
