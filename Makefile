@@ -17,7 +17,7 @@ install: $(STAMP) ## create .venv and install the app with its dev tools, at the
 
 lock: $(STAMP) ## move every package to its newest release pyproject.toml allows, and pin that in constraints.txt
 	$(BIN)/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
-	@{ sed -n '1,/^$$/p' constraints.txt | grep '^#'; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	@{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	@mv constraints.txt.new constraints.txt
 	@echo "constraints.txt rewritten: run make test before committing it"
 
